@@ -1,0 +1,123 @@
+"""segq's one error taxonomy.
+
+Every failure segq raises or records is a class of this tree, so tasks branch on the class and
+never on status codes or message text::
+
+    SegqError
+    ├── ConfigurationError        a setting is missing, out of range or misspelt
+    ├── InputError                producer input refused at the edge (names field and line)
+    ├── JobNotFound               no job or batch with that id (never created, or past retention)
+    ├── StoreError                Redis did not answer or refused a command
+    └── UpstreamError             Segmind (or the sandbox) answered badly or not at all
+        ├── TransientError        connection errors, timeouts, 5xx, bodies that are not JSON:
+        │                         retried with backoff and jitter, a bounded number of times
+        ├── RateLimited           429: wait for the window the answer names; not a failed attempt
+        ├── AccountError          401, 403, 406 credits or spend limit: pause the fleet, keep jobs
+        └── JobRejected           the job itself is wrong: fail it, keep the upstream's detail
+            ├── InferenceFailed   422 / status FAILED: the model ran and failed
+            └── RequestExpired    404 while polling: the request id is unknown or expired
+
+``UpstreamError.kind`` is the name recorded in a failed job's ``error.kind``; the two kinds that
+no HTTP answer produces, ``retries_exhausted`` and ``cancelled``, are recorded by the job store.
+"""
+
+from __future__ import annotations
+
+
+class SegqError(Exception):
+    """Root of every error segq raises on purpose."""
+
+
+class ConfigurationError(SegqError):
+    """A setting is missing, has the wrong type or range, or is not a setting at all."""
+
+
+class InputError(SegqError):
+    """Producer input that segq refuses; ``problems`` holds one line per invalid field or line."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        return "\n".join([head, *self.problems]) if self.problems else head
+
+
+class JobNotFound(SegqError):
+    """No job or batch by that id: never created, mistyped, or removed after its retention."""
+
+
+class StoreError(SegqError):
+    """Redis was unreachable or refused a command; the operation did not happen."""
+
+
+class UpstreamError(SegqError):
+    """An answer (or the lack of one) from the Segmind v2 API.
+
+    ``detail`` is the upstream's own message, verbatim, so a person sees what Segmind said.
+    """
+
+    kind = "upstream"
+
+    def __init__(self, detail: str, http_status: int | None = None) -> None:
+        super().__init__(f"{http_status or 'no answer'}: {detail}")
+        self.detail = detail
+        self.http_status = http_status
+
+
+class TransientError(UpstreamError):
+    """Worth trying again later: the upstream or the network had a bad moment."""
+
+    kind = "transient"
+
+
+class RateLimited(UpstreamError):
+    """429: the account's budget for this window is spent.
+
+    ``retry_after_s`` is how long the answer says to wait, or None when it names no window.
+    """
+
+    kind = "rate_limited"
+
+    def __init__(
+        self, detail: str, http_status: int | None = 429, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(detail, http_status)
+        self.retry_after_s = retry_after_s
+
+
+class AccountError(UpstreamError):
+    """The account cannot submit (bad key, forbidden model, no credits, spend limit).
+
+    Failing jobs would burn the queue: the fleet pauses and probes until the account is fixed.
+    """
+
+    kind = "account"
+
+
+class JobRejected(UpstreamError):
+    """The upstream refused this job's request (400, 404 model, 405, 406 parameter, 410)."""
+
+    kind = "rejected"
+
+
+class InferenceFailed(JobRejected):
+    """The model ran and the request ended FAILED (422 on v2); not billed.
+
+    ``metrics`` keeps what the FAILED body reported (often ``inference_time``), or ``{}``.
+    """
+
+    kind = "inference_failed"
+
+    def __init__(
+        self, detail: str, http_status: int | None = 422, metrics: dict | None = None
+    ) -> None:
+        super().__init__(detail, http_status)
+        self.metrics = metrics or {}
+
+
+class RequestExpired(JobRejected):
+    """The upstream no longer knows the request id (404 while polling; results live 1 hour)."""
+
+    kind = "expired"

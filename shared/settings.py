@@ -1,0 +1,186 @@
+"""segq's one typed settings object, read once per process from the environment.
+
+Three names are fixed by other tools: ``SEGMIND_API_KEY``, ``SEGMIND_BASE_URL`` and
+``SEGQ_REDIS_URL``; every other setting is ``SEGQ_<FIELD NAME IN CAPITALS>``. An environment
+variable that starts with ``SEGQ_`` but names no setting is an error (a misspelt setting must
+not be silently ignored). Nothing else in segq reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+ENV_PREFIX = "SEGQ_"
+
+
+class Settings(BaseSettings):
+    """Every knob of segq: a default, a type, a range and a line of documentation each."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    segmind_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SEGMIND_API_KEY", "segmind_api_key"),
+        description="Segmind API key; sent only as x-api-key to segmind_base_url's origin.",
+    )
+    segmind_base_url: str = Field(
+        "https://api.segmind.com",
+        validation_alias=AliasChoices("SEGMIND_BASE_URL", "segmind_base_url"),
+        description="Origin of the v2 API (the sandbox's URL in tests and the demo).",
+    )
+    redis_url: str = Field(
+        "redis://localhost:6379/0", description="The job store; also the broker by default."
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker (redis://... or amqp://...); redis_url when unset."
+    )
+    results_dir: Path = Field(
+        Path("segq-results"),
+        description="Where base64 outputs (and downloaded outputs) are written as files.",
+    )
+    download_outputs: bool = Field(
+        False, description="Workers download every output URL into results_dir on completion."
+    )
+    submit_rate_limit: float | None = Field(
+        None, gt=0, description="Account's submits per minute; unset: learned from 429s."
+    )
+    poll_rate_limit: float | None = Field(
+        None, gt=0, description="Status/result calls per minute; unset: learned from 429s."
+    )
+    rate_safety: float = Field(
+        0.98, gt=0.5, le=1.0, description="Fraction of a known rate the fleet actually uses."
+    )
+    rate_limiter: Literal["fleet", "celery"] = Field(
+        "fleet",
+        description="fleet: one budget in Redis; celery: Celery's per-process rate_limit "
+        "(kept only as the benchmark's comparison).",
+    )
+    account_pause_seconds: float = Field(
+        60.0, gt=0, le=86400, description="How often a paused fleet probes the account."
+    )
+    max_in_flight: int | None = Field(
+        None, ge=1, description="Fleet-wide cap on jobs submitted upstream and not yet finished."
+    )
+    broker_window: int = Field(
+        500, ge=1, le=100_000, description="Most submit tasks waiting in the broker at once."
+    )
+    lease_s: float = Field(
+        60.0,
+        ge=5,
+        le=600,
+        description="A published task that makes no progress for this long is published again "
+        "(bounds recovery after a worker is SIGKILLed).",
+    )
+    visibility_timeout_s: int = Field(
+        900, ge=60, le=43200, description="kombu's Redis visibility timeout (redelivery)."
+    )
+    max_attempts: int = Field(
+        6, ge=1, le=100, description="Transient upstream failures a job survives."
+    )
+    http_timeout_s: float = Field(30.0, gt=0, le=600, description="One upstream HTTP call.")
+    poll_max_interval_s: float = Field(
+        15.0, ge=0.1, le=300, description="Longest gap between two polls of one job."
+    )
+    job_retention_s: int = Field(
+        7 * 86400, ge=60, description="How long job records and batches stay after finishing."
+    )
+    max_batch_lines: int = Field(
+        2_000_000, ge=1, description="Largest batch (lines) segq batch accepts."
+    )
+    max_file_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest batch file segq batch accepts."
+    )
+    worker_concurrency: int = Field(
+        32, ge=1, le=1024, description="Threads per worker process (segq worker's default)."
+    )
+    dispatch_idle_s: float = Field(
+        0.2, ge=0.01, le=10, description="How often an idle dispatcher looks for work."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key that signs webhook deliveries."
+    )
+    webhook_max_attempts: int = Field(5, ge=1, le=50, description="Deliveries per webhook.")
+    flower_basic_auth: SecretStr | None = Field(
+        None, description="user:pass for segq flower; required unless --no-auth is given."
+    )
+    log_json: bool = Field(False, description="Log one JSON object per line.")
+    log_prompts: bool = Field(False, description="Include prompts in job log lines.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of segq's loggers."
+    )
+
+    @field_validator("segmind_base_url")
+    @classmethod
+    def _base_url_is_an_origin(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url.rstrip("/")
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    def api_key_fingerprint(self) -> str:
+        """A short hash that names the account's budget in Redis without revealing the key."""
+        key = self.segmind_api_key.get_secret_value() if self.segmind_api_key else ""
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def setting_env_names() -> dict[str, str]:
+    """Environment variable name -> field name, for every setting."""
+    names = {}
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names[str(alias.choices[0])] = field_name
+        else:
+            names[ENV_PREFIX + field_name.upper()] = field_name
+    return names
+
+
+def _refuse_unknown_env(environ: dict[str, str]) -> None:
+    known = setting_env_names()
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigurationError(f"{name} is not a segq setting{hint}")
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from ``environ`` (default: the process environment) and explicit overrides."""
+    env = dict(os.environ if environ is None else environ)
+    _refuse_unknown_env(env)
+    known = setting_env_names()
+    values: dict[str, object] = {known[k]: v for k, v in env.items() if k in known}
+    values.update(overrides)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = [
+            f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        ]
+        raise ConfigurationError("invalid settings:\n" + "\n".join(problems)) from None
+
+
+def _env_name(loc: tuple[object, ...]) -> str:
+    by_field = {field: env for env, field in setting_env_names().items()}
+    return by_field.get(str(loc[0]), str(loc[0])) if loc else "settings"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return load_settings()
