@@ -1,0 +1,166 @@
+"""The job store as workers see it: what to publish now, and each step of a job's run.
+
+A job waits in Redis until the dispatcher (``dispatch``) hands it to the broker, so the broker
+only ever holds a window of work. Each task then moves its job with one script call per step:
+claim the submit, record the request id, note a poll, end the job. Every step is a
+compare-and-set on the job's state (and poll token), so a redelivered or republished message
+does nothing twice. Scripts are documented in ``shared/lua/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared import redis_keys
+from shared.job_codec import compact_json
+from shared.job_model import JobFailure, JobState
+from shared.job_store import JobStore, store_errors
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class DispatchPlan:
+    """What one dispatcher step decided: jobs to submit, (job, token) pairs to poll."""
+
+    submits: list[str]
+    polls: list[tuple[str, str]]
+    wake_in_s: float
+
+
+@dataclass(frozen=True)
+class SubmitClaim:
+    """The outcome of claiming a job's submit; ``params`` are the batch defaults plus its own."""
+
+    outcome: Literal["go", "busy", "skip", "gone"]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PollTicket:
+    """Admission to poll a job once: who to ask about, and how long it has been."""
+
+    request_id: str
+    submitted_at: float
+    state: JobState
+    polls: int
+
+
+class DispatchQueue:
+    """Workers' operations on the job store."""
+
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        fingerprint = settings.api_key_fingerprint()
+        self.submit_rate_key = redis_keys.rate(fingerprint, "submit")
+        self.poll_rate_key = redis_keys.rate(fingerprint, "poll")
+        self.submit_ok_key = redis_keys.rate_accepted(fingerprint, "submit")
+        self.poll_ok_key = redis_keys.rate_accepted(fingerprint, "poll")
+
+    def dispatch(self, max_items: int = 64) -> DispatchPlan:
+        """One step: leases that ran out, due polls and retries, and submits the budget allows."""
+        s = self.settings
+        with store_errors():
+            reply = self.store.run_script(
+                "dispatch", s.broker_window, s.max_in_flight or 0, s.lease_s, max_items,
+                self.submit_rate_key, self.poll_rate_key, s.submit_rate_limit or 0,
+                s.poll_rate_limit or 0, s.rate_safety, s.account_pause_seconds,
+                "1" if s.rate_limiter == "fleet" else "0", s.dispatch_idle_s,
+            )  # fmt: skip
+        n_submits = int(reply[1])
+        submits = list(reply[2 : 2 + n_submits])
+        rest = reply[2 + n_submits :]
+        polls = [(rest[i], str(rest[i + 1])) for i in range(0, len(rest), 2)]
+        return DispatchPlan(submits=submits, polls=polls, wake_in_s=float(reply[0]))
+
+    def begin_submit(self, job_id: str) -> SubmitClaim:
+        with store_errors():
+            reply = self.store.run_script("begin_submit", job_id, self.settings.lease_s)
+        if reply[0] != "go":
+            return SubmitClaim(outcome=reply[0])
+        own = _json_dict(reply[1])
+        return SubmitClaim(outcome="go", params={**_json_dict(reply[2]), **own})
+
+    def record_submitted(self, job_id: str, request_id: str, first_poll_in_s: float) -> JobState:
+        with store_errors():
+            state = self.store.run_script(
+                "record_submitted", job_id, request_id, first_poll_in_s, self.submit_ok_key
+            )
+        return JobState(state) if state != "gone" else JobState.CANCELLED
+
+    def requeue_front(self, job_id: str) -> None:
+        """Back to the front of its lane (rate limited or paused): it keeps its place."""
+        self._release(job_id, "front", 0, None)
+
+    def defer(self, job_id: str, delay_s: float) -> None:
+        """Look at the job again in ``delay_s`` without counting an attempt."""
+        self._release(job_id, "defer", delay_s, None)
+
+    def retry_later(self, job_id: str, delay_s: float, failure: JobFailure) -> JobState | None:
+        """One more attempt after ``delay_s``, or failed (retries_exhausted) when spent."""
+        return self._release(job_id, "retry", delay_s, failure)
+
+    def _release(
+        self, job_id: str, mode: str, delay_s: float, failure: JobFailure | None
+    ) -> JobState | None:
+        error = compact_json(failure.model_dump()) if failure else ""
+        with store_errors():
+            state = self.store.run_script(
+                "release", job_id, mode, delay_s, error, self.settings.max_attempts
+            )
+        return JobState(state) if state in JobState._value2member_map_ else None
+
+    def begin_poll(self, job_id: str, token: str) -> PollTicket | None:
+        """Admission to poll, or None if this message is stale (another poll owns the job)."""
+        with store_errors():
+            reply = self.store.run_script("begin_poll", job_id, token)
+        if reply[0] != "go":
+            return None
+        return PollTicket(
+            request_id=reply[1],
+            submitted_at=float(reply[2]),
+            state=JobState(reply[3]),
+            polls=int(reply[4]),
+        )
+
+    def record_progress(
+        self, job_id: str, token: str, upstream_status: str, next_poll_in_s: float
+    ) -> None:
+        with store_errors():
+            self.store.run_script(
+                "record_progress", job_id, token, upstream_status, next_poll_in_s,
+                self.poll_ok_key,
+            )  # fmt: skip
+
+    def finish(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        outputs: list[str] | None = None,
+        metrics: dict[str, Any] | None = None,
+        failure: JobFailure | None = None,
+    ) -> bool:
+        """Ends the job unless something else already did; True if this call ended it."""
+        fields: list[str] = []
+        if outputs is not None:
+            fields += ["outputs", compact_json(outputs)]
+        if metrics:
+            fields += ["metrics", compact_json(metrics)]
+        if failure is not None:
+            fields += ["error", compact_json(failure.model_dump())]
+        kind = failure.kind if failure else ""
+        with store_errors():
+            return bool(self.store.run_script("finish", job_id, state.value, kind, *fields))
+
+    def pause_fleet(self, reason: str) -> None:
+        """An automatic pause: probed every ``account_pause_seconds``, ended by a good submit."""
+        self.store.pause_fleet(
+            reason, manual=False, probe_after_s=self.settings.account_pause_seconds
+        )
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    return json.loads(text) if text else {}

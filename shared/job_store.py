@@ -1,0 +1,281 @@
+"""The job store as producers and readers see it: jobs and batches in Redis.
+
+Creating, reading, cancelling and retrying jobs, batch summaries from counters (never a scan of
+jobs), waiting on a job without polling, and pausing the fleet. Every multi-key change is one
+Lua script (``shared/lua/``), so a crash never leaves half a change. The workers' side of the
+same records is ``shared.dispatch_queue``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel
+
+from shared import redis_keys
+from shared.errors import InputError, JobNotFound, StoreError
+from shared.job_codec import compact_json, decode_job
+from shared.job_model import TERMINAL_STATES, Job, JobState
+from shared.lua_scripts import Scripts
+from shared.settings import Settings
+
+SCRIPT_CHUNK = 200
+"""Jobs per add_jobs script call: long enough to amortise the call, short enough that Redis
+never blocks other clients for more than a millisecond or so."""
+READ_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to create: its id, the parameters it does not share with its batch, its line."""
+
+    job_id: str
+    params: dict[str, Any]
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job (or every job of a batch) is run and who is told when it ends."""
+
+    priority: Literal["bulk", "interactive"] = "bulk"
+    callback_task: str | None = None
+    webhook_url: str | None = None
+
+
+class BatchSummary(BaseModel):
+    """A batch's state, from counters kept as its jobs change state."""
+
+    batch_id: str
+    total: int
+    counts: dict[str, int]
+    failures_by_kind: dict[str, int]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    cancelled_at: float | None
+    defaults: dict[str, Any]
+    source: str | None
+    priority: str
+    callback_task: str | None
+    webhook_url: str | None
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts[state.value] for state in TERMINAL_STATES)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.done >= self.total
+
+    def throughput_per_s(self, now: float) -> float | None:
+        """Jobs ended per second since the first one was handed to a worker."""
+        end = self.finished_at or now
+        if self.started_at is None or end <= self.started_at or not self.done:
+            return None
+        return self.done / (end - self.started_at)
+
+    def eta_s(self, now: float) -> float | None:
+        rate = self.throughput_per_s(now)
+        return (self.total - self.done) / rate if rate else None
+
+
+class JobStore:
+    """Jobs and batches in one Redis; the client must decode responses (``decode_responses``)."""
+
+    def __init__(self, client: redis.Redis, *, retention_s: int) -> None:
+        self.redis = client
+        self.retention_s = retention_s
+        self.scripts = Scripts(client)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobStore:
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        return cls(client, retention_s=settings.job_retention_s)
+
+    def run_script(self, name: str, *args: object, client: Any = None) -> Any:
+        """Runs a job script with the key layout in front of its own arguments."""
+        layout = redis_keys.script_layout(self.retention_s)
+        return self.scripts[name](keys=[], args=[*layout, *args], client=client or self.redis)
+
+    def open_batch(
+        self, batch_id: str, *, defaults: dict[str, Any], options: JobOptions, source: str | None
+    ) -> bool:
+        """Creates the batch once; True if it was new. A cancelled batch takes no new jobs."""
+        with store_errors():
+            outcome = self.run_script(
+                "open_batch", batch_id, compact_json(defaults), source or "", options.priority,
+                options.callback_task or "", options.webhook_url or "",
+            )  # fmt: skip
+        if outcome == "cancelled":
+            raise InputError(f"batch {batch_id} was cancelled; give the new run another batch id")
+        return bool(outcome == "created")
+
+    def add_jobs(
+        self, jobs: Sequence[NewJob], *, batch_id: str | None, options: JobOptions
+    ) -> list[bool]:
+        """Creates the jobs that do not exist yet, in one round trip; True where created."""
+        head = [batch_id or "", options.priority]
+        head += [options.callback_task or "", options.webhook_url or ""]
+        with store_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for start in range(0, len(jobs), SCRIPT_CHUNK):
+                triples: list[object] = []
+                for job in jobs[start : start + SCRIPT_CHUNK]:
+                    triples += [job.job_id, job.line or "", compact_json(job.params)]
+                self.run_script("add_jobs", *head, *triples, client=pipe)
+            replies = pipe.execute()
+        return [bool(flag) for reply in replies for flag in reply]
+
+    def get_job(self, job_id: str) -> Job:
+        job = self.get_jobs([job_id])[0]
+        if job is None:
+            raise JobNotFound(f"no job {job_id} (mistyped, or past its retention)")
+        return job
+
+    def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Jobs in one round trip (None where missing), with their batches' defaults merged."""
+        batch_ids = sorted({b for b in map(batch_of, job_ids) if b})
+        with store_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(redis_keys.job(job_id))
+            for batch_id in batch_ids:
+                pipe.hmget(redis_keys.batch(batch_id), "defaults", "cancelled_at")
+            replies = pipe.execute()
+        batches = {
+            b: (json.loads(d) if d else {}, float(c) if c else None)
+            for b, (d, c) in zip(batch_ids, replies[len(job_ids) :], strict=True)
+        }
+        jobs: list[Job | None] = []
+        for job_id, fields in zip(job_ids, replies, strict=False):
+            defaults, cancelled_at = batches.get(batch_of(job_id) or "", (None, None))
+            jobs.append(decode_job(job_id, fields, defaults, cancelled_at) if fields else None)
+        return jobs
+
+    def get_batch(self, batch_id: str) -> BatchSummary:
+        with store_errors():
+            fields = self.redis.hgetall(redis_keys.batch(batch_id))
+        if not fields:
+            raise JobNotFound(f"no batch {batch_id} (mistyped, or past its retention)")
+        return _summary(batch_id, fields)
+
+    def iter_batch_jobs(self, batch_id: str) -> Iterator[Job]:
+        """The batch's jobs in line order, read a chunk at a time (flat memory)."""
+        last_line = int(self.redis.hget(redis_keys.batch(batch_id), "max_line") or 0)
+        for first in range(1, last_line + 1, READ_CHUNK):
+            ids = [
+                batch_job_id(batch_id, n)
+                for n in range(first, min(first + READ_CHUNK, last_line + 1))
+            ]
+            yield from (job for job in self.get_jobs(ids) if job is not None)
+
+    def cancel_job(self, job_id: str) -> Job:
+        """Ends the job as cancelled unless it already ended; a running one is not polled again."""
+        with store_errors():
+            self.run_script("finish", job_id, JobState.CANCELLED.value, "")
+        return self.get_job(job_id)
+
+    def cancel_batch(self, batch_id: str) -> BatchSummary:
+        """Cancels every job of the batch not yet ended, in one step whatever the batch's size."""
+        with store_errors():
+            if self.run_script("cancel_batch", batch_id) == -1:
+                raise JobNotFound(f"no batch {batch_id} (mistyped, or past its retention)")
+        return self.get_batch(batch_id)
+
+    def retry_job(self, job_id: str) -> bool:
+        """Brings a failed job back (see ``retry_job.lua``); False if it had not failed."""
+        with store_errors():
+            return bool(self.run_script("retry_job", job_id))
+
+    def retry_batch(self, batch_id: str) -> int:
+        """Brings back every failed job of the batch; returns how many."""
+        summary = self.get_batch(batch_id)
+        if summary.cancelled_at is not None:
+            raise InputError(f"batch {batch_id} was cancelled; nothing of it runs again")
+        retried = 0
+        with store_errors():
+            failed = list(self.redis.sscan_iter(redis_keys.batch_failed(batch_id), count=1000))
+            for start in range(0, len(failed), READ_CHUNK):
+                pipe = self.redis.pipeline(transaction=False)
+                for job_id in failed[start : start + READ_CHUNK]:
+                    self.run_script("retry_job", job_id, client=pipe)
+                retried += sum(1 for state in pipe.execute() if state)
+        return retried
+
+    def wait_job(self, job_id: str, timeout_s: float) -> Job:
+        """The job once it has ended, or as it is when ``timeout_s`` runs out.
+
+        Subscribes before reading, so an end that happens in between is not missed."""
+        deadline = time.monotonic() + timeout_s
+        with store_errors(), self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.subscribe(redis_keys.events(job_id))
+            job = self.get_job(job_id)
+            while not job.is_terminal and (left := deadline - time.monotonic()) > 0:
+                if pubsub.get_message(timeout=min(left, 1.0)) is not None:
+                    job = self.get_job(job_id)
+                elif job.batch_id:
+                    job = self.get_job(job_id)  # a batch cancel ends queued jobs silently
+            return job
+
+    def pause_fleet(self, reason: str, *, manual: bool = True, probe_after_s: float = 60) -> None:
+        """Stops new submits fleet-wide; a manual pause lasts until ``resume_fleet``."""
+        with store_errors():
+            self.run_script("pause", "pause", reason, "1" if manual else "0", probe_after_s)
+
+    def resume_fleet(self) -> None:
+        with store_errors():
+            self.run_script("pause", "resume", "", "0", 0)
+
+
+def batch_job_id(batch_id: str, line: int) -> str:
+    """A batch job's id: the batch and the line, so membership costs no key per job."""
+    return f"{batch_id}.{line}"
+
+
+def batch_of(job_id: str) -> str | None:
+    """The batch a job id belongs to (batch ids never contain a dot), or None."""
+    batch_id, dot, _ = job_id.rpartition(".")
+    return batch_id if dot else None
+
+
+def _summary(batch_id: str, fields: dict[str, str]) -> BatchSummary:
+    def when(name: str) -> float | None:
+        return float(fields[name]) if name in fields else None
+
+    return BatchSummary(
+        batch_id=batch_id,
+        total=int(fields.get("total", 0)),
+        counts={state.value: max(0, int(fields.get(state.value, 0))) for state in JobState},
+        failures_by_kind={
+            name.removeprefix("fail:"): int(count)
+            for name, count in fields.items()
+            if name.startswith("fail:") and int(count) > 0
+        },
+        created_at=float(fields["created_at"]),
+        started_at=when("started_at"),
+        finished_at=when("finished_at"),
+        cancelled_at=when("cancelled_at"),
+        defaults=json.loads(fields.get("defaults") or "{}"),
+        source=fields.get("source"),
+        priority=fields.get("priority", "bulk"),
+        callback_task=fields.get("callback_task"),
+        webhook_url=fields.get("webhook_url"),
+    )
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Redis failures become ``StoreError``: callers handle one class, with the cause kept."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreError(f"Redis did not answer: {exc}") from exc
+    except redis.ResponseError as exc:
+        raise StoreError(f"Redis refused a command: {exc}") from exc

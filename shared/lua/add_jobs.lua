@@ -1,0 +1,46 @@
+-- include: layout.lua
+-- include: job.lua
+-- Adds the jobs that do not exist yet; an existing id is left alone (that is the idempotency).
+-- A: batch_id|'', priority, callback_task|'', webhook_url|'', then (job_id, line|'', params) x n
+-- Returns one 1 (created) or 0 (existed) per job.
+local batch_id, priority = A[1], A[2]
+local lane = lane_of(batch_id ~= '' and batch_id or nil, priority)
+local created, n, max_line = {}, 0, 0
+for i = 5, #A, 3 do
+  local job_id, line, params = A[i], A[i + 1], A[i + 2]
+  local key = K.job .. job_id
+  if redis.call('EXISTS', key) == 1 then
+    created[#created + 1] = 0
+  else
+    local fields = {'state', 'queued', 'created_at', NOW, 'params', params}
+    if batch_id ~= '' then
+      table.insert(fields, 'batch_id'); table.insert(fields, batch_id)
+      table.insert(fields, 'line'); table.insert(fields, line)
+    else
+      if A[3] ~= '' then table.insert(fields, 'callback_task'); table.insert(fields, A[3]) end
+      if A[4] ~= '' then table.insert(fields, 'webhook_url'); table.insert(fields, A[4]) end
+    end
+    if priority == 'interactive' then
+      table.insert(fields, 'priority'); table.insert(fields, priority)
+    end
+    redis.call('HSET', key, unpack(fields))
+    redis.call('EXPIRE', key, RETENTION_S)
+    redis.call('RPUSH', lane, job_id)
+    if line ~= '' and tonumber(line) > max_line then max_line = tonumber(line) end
+    n = n + 1
+    created[#created + 1] = 1
+  end
+end
+if n > 0 then
+  move_count(batch_id ~= '' and batch_id or nil, nil, 'queued', n)
+  if batch_id ~= '' then
+    local bk = K.batch .. batch_id
+    redis.call('HINCRBY', bk, 'total', n)
+    redis.call('HDEL', bk, 'finished_at')
+    if max_line > (tonumber(redis.call('HGET', bk, 'max_line')) or 0) then
+      redis.call('HSET', bk, 'max_line', max_line)
+    end
+  end
+  ring_add(lane)
+end
+return created

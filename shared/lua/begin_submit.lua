@@ -1,0 +1,26 @@
+-- include: layout.lua
+-- Claims a queued job for one submit, so a redelivered message cannot pay twice.
+-- A: job_id, claim_ttl_s
+-- Returns {'go', params, batch defaults}, {'busy'} (another task holds a fresh claim; the job
+-- is looked at again when that claim runs out), {'skip', state} or {'gone'}.
+local job_id, claim_ttl = A[1], tonumber(A[2])
+local key = K.job .. job_id
+local state, request_id, claim, params, batch_id =
+  unpack(redis.call('HMGET', key, 'state', 'request_id', 'claim', 'params', 'batch_id'))
+if not state then
+  redis.call('ZREM', K.dispatched, job_id)
+  return {'gone'}
+end
+if state ~= 'queued' or request_id then
+  redis.call('ZREM', K.dispatched, job_id)
+  return {'skip', state}
+end
+if claim and NOW - tonumber(claim) < claim_ttl then
+  redis.call('ZREM', K.dispatched, job_id)
+  redis.call('ZADD', K.due, tonumber(claim) + claim_ttl, job_id)
+  return {'busy'}
+end
+redis.call('HSET', key, 'claim', NOW)
+local defaults = ''
+if batch_id then defaults = redis.call('HGET', K.batch .. batch_id, 'defaults') or '' end
+return {'go', params, defaults}

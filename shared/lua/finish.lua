@@ -1,0 +1,17 @@
+-- include: layout.lua
+-- include: job.lua
+-- Ends a job (compare-and-set: a job already ended stays as it is) and tells its waiters.
+-- A: job_id, state (completed|failed|cancelled), error_kind|'', then field/value pairs to store
+-- (outputs, metrics, error). A job cancelled while queued also leaves its lane.
+-- Returns 1 if this call ended the job, else 0.
+local job_id, new_state, kind = A[1], A[2], A[3]
+local fields = {}
+for i = 4, #A do fields[#fields + 1] = A[i] end
+local key = K.job .. job_id
+local state, batch_id, priority = unpack(redis.call('HMGET', key, 'state', 'batch_id', 'priority'))
+local ended = finish_job(job_id, new_state, fields, kind)
+if ended == 1 and state == 'queued' then
+  redis.call('LREM', lane_of(batch_id, priority), 1, job_id)
+end
+if ended == 1 then redis.call('HDEL', key, 'last_error') end
+return ended

@@ -1,0 +1,68 @@
+-- Helpers for scripts that change a job's state. Invariants they keep:
+--   * a queued job is in exactly one of: its lane, segq:dispatched, segq:due
+--   * a submitted or running job is in segq:inflight and segq:due
+--   * segq:stats and the batch hash count every job once, under its current state
+local TERMINAL = {completed = true, failed = true, cancelled = true}
+
+local function move_count(batch_id, from, to, n)
+  n = n or 1
+  if from then redis.call('HINCRBY', K.stats, from, -n) end
+  redis.call('HINCRBY', K.stats, to, n)
+  if batch_id then
+    local bk = K.batch .. batch_id
+    if from then redis.call('HINCRBY', bk, from, -n) end
+    redis.call('HINCRBY', bk, to, n)
+    redis.call('EXPIRE', bk, RETENTION_S)
+  end
+end
+
+local function lane_of(batch_id, priority)
+  if priority == 'interactive' then return K.interactive end
+  return K.bulk_lane .. (batch_id or '_')
+end
+
+-- Puts a bulk lane in the round-robin ring if it is not there yet.
+local function ring_add(lane)
+  if lane ~= K.interactive and not redis.call('LPOS', K.ring, lane) then
+    redis.call('RPUSH', K.ring, lane)
+  end
+end
+
+-- Puts a queued job back where the dispatcher looks first (it keeps its place).
+local function requeue_front(job_id)
+  local state, batch_id, priority =
+    unpack(redis.call('HMGET', K.job .. job_id, 'state', 'batch_id', 'priority'))
+  if state ~= 'queued' then return end
+  local lane = lane_of(batch_id, priority)
+  redis.call('LPUSH', lane, job_id)
+  ring_add(lane)
+end
+
+-- Ends a job once (compare-and-set on a non-terminal state). fields: extra HSET pairs.
+local function finish_job(job_id, new_state, fields, error_kind)
+  local key = K.job .. job_id
+  local state, batch_id = unpack(redis.call('HMGET', key, 'state', 'batch_id'))
+  if not state or TERMINAL[state] then return 0 end
+  redis.call('HSET', key, 'state', new_state, 'finished_at', NOW, unpack(fields))
+  redis.call('HDEL', key, 'claim')
+  move_count(batch_id, state, new_state)
+  redis.call('ZREM', K.due, job_id)
+  redis.call('ZREM', K.inflight, job_id)
+  redis.call('ZREM', K.dispatched, job_id)
+  redis.call('EXPIRE', key, RETENTION_S)
+  if batch_id then
+    local bk = K.batch .. batch_id
+    if new_state == 'failed' then
+      local failed_key = bk .. ':failed'
+      redis.call('SADD', failed_key, job_id)
+      redis.call('EXPIRE', failed_key, RETENTION_S)
+      redis.call('HINCRBY', bk, 'fail:' .. error_kind, 1)
+    end
+    local open = redis.call('HMGET', bk, 'queued', 'submitted', 'running')
+    if (tonumber(open[1]) or 0) + (tonumber(open[2]) or 0) + (tonumber(open[3]) or 0) <= 0 then
+      redis.call('HSET', bk, 'finished_at', NOW)
+    end
+  end
+  redis.call('PUBLISH', K.events .. job_id, new_state)
+  return 1
+end

@@ -1,0 +1,15 @@
+-- The key layout every script receives as its first ARGV entries (built by shared/redis_keys.py),
+-- the retention, and the server's clock (one clock for the whole fleet).
+-- segq needs one Redis (or a Sentinel-managed primary), not Cluster: scripts touch job keys they
+-- discover (from lanes and sorted sets), so not every key can be declared in KEYS.
+redis.replicate_commands()
+local K = {
+  job = ARGV[1], batch = ARGV[2], bulk_lane = ARGV[3], events = ARGV[4],
+  interactive = ARGV[5], ring = ARGV[6], dispatched = ARGV[7], due = ARGV[8],
+  inflight = ARGV[9], stats = ARGV[10], fleet = ARGV[11],
+}
+local RETENTION_S = tonumber(ARGV[12])
+local A = {}
+for i = 13, #ARGV do A[#A + 1] = ARGV[i] end
+local clock = redis.call('TIME')
+local NOW = tonumber(clock[1]) + tonumber(clock[2]) / 1e6

@@ -1,0 +1,25 @@
+-- include: layout.lua
+-- include: rate.lua
+-- include: job.lua
+-- Stores Segmind's request id the moment the submit is accepted, before anything else can fail;
+-- a job cancelled meanwhile keeps its request id but is not polled. An accepted submit ends an
+-- automatic account pause (the probe worked).
+-- A: job_id, request_id, first_poll_in_s, submit_ok_key
+-- Returns the job's state after the call ('submitted', or what it already was).
+local job_id, request_id = A[1], A[2]
+local key = K.job .. job_id
+local state, batch_id = unpack(redis.call('HMGET', key, 'state', 'batch_id'))
+if not state then return 'gone' end
+redis.call('HSET', key, 'request_id', request_id, 'submitted_at', NOW)
+redis.call('HDEL', key, 'claim')
+redis.call('ZREM', K.dispatched, job_id)
+record_accepted(A[4], NOW, request_id)
+if redis.call('HGET', K.fleet, 'manual') ~= '1' then
+  redis.call('HDEL', K.fleet, 'paused', 'reason', 'since', 'probe_at')
+end
+if state ~= 'queued' then return state end
+redis.call('HSET', key, 'state', 'submitted')
+move_count(batch_id, 'queued', 'submitted')
+redis.call('ZADD', K.inflight, NOW, job_id)
+redis.call('ZADD', K.due, NOW + tonumber(A[3]), job_id)
+return 'submitted'

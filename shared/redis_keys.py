@@ -1,0 +1,89 @@
+"""Every Redis key segq uses, built here and nowhere else.
+
+key                                 type    TTL, and who writes it
+----------------------------------  ------  ---------------------------------------------------
+segq:job:{job_id}                   hash    retention, renewed when the job ends; the producer
+                                            creates it, tasks change single fields via Lua
+segq:batch:{batch_id}               hash    retention, renewed on change; producer creates it,
+                                            every transition of its jobs moves its counters
+segq:batch:{batch_id}:failed        set     as its batch; ids of the batch's failed jobs
+segq:lane:interactive               list    none (drains); producer pushes, dispatcher pops
+segq:lane:bulk:{batch_id|_}         list    none (drains); producer pushes, dispatcher pops
+segq:lanes                          list    none; ring of bulk lanes with work (dispatcher)
+segq:dispatched                     zset    none; job -> end of its submit lease (dispatcher)
+segq:due                            zset    none; job -> next poll, retry or end of poll lease
+segq:inflight                       zset    none; job -> submitted_at, until the job ends
+segq:events:{job_id}                pubsub  -; the job's end, published by the ending script
+segq:stats                          hash    none; jobs per state, fleet-wide (job scripts)
+segq:metrics                        hash    none; counters and histogram buckets (workers)
+segq:fleet                          hash    none; pause state and interactive streak
+segq:rate:{fingerprint}:{kind}      hash    1 day, renewed; the fleet budget (rate.lua)
+segq:rate:{fingerprint}:{kind}:ok   zset    2 minutes; accepted calls of the last minute
+
+``fingerprint`` is ``Settings.api_key_fingerprint()`` (a hash), never the key itself;
+``kind`` is ``submit`` or ``poll``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+PREFIX = "segq:"
+
+LaneKind = Literal["interactive", "bulk"]
+RateKind = Literal["submit", "poll"]
+
+INTERACTIVE_LANE = PREFIX + "lane:interactive"
+LANE_RING = PREFIX + "lanes"
+DISPATCHED = PREFIX + "dispatched"
+DUE = PREFIX + "due"
+INFLIGHT = PREFIX + "inflight"
+STATS = PREFIX + "stats"
+METRICS = PREFIX + "metrics"
+FLEET = PREFIX + "fleet"
+
+SINGLE_JOBS_LANE = "_"
+"""The bulk lane of jobs that belong to no batch."""
+
+
+JOB_PREFIX = PREFIX + "job:"
+BATCH_PREFIX = PREFIX + "batch:"
+BULK_LANE_PREFIX = PREFIX + "lane:bulk:"
+EVENTS_PREFIX = PREFIX + "events:"
+
+
+def job(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+def batch(batch_id: str) -> str:
+    return BATCH_PREFIX + batch_id
+
+
+def batch_failed(batch_id: str) -> str:
+    return f"{BATCH_PREFIX}{batch_id}:failed"
+
+
+def bulk_lane(batch_id: str | None) -> str:
+    return BULK_LANE_PREFIX + (batch_id or SINGLE_JOBS_LANE)
+
+
+def events(job_id: str) -> str:
+    return EVENTS_PREFIX + job_id
+
+
+def script_layout(retention_s: int) -> list[str | int]:
+    """The first ARGV entries of every job script (``shared/lua/layout.lua`` names them): the
+    prefixes and fixed keys, so Lua builds keys from what this module says, and the retention."""
+    return [
+        JOB_PREFIX, BATCH_PREFIX, BULK_LANE_PREFIX, EVENTS_PREFIX, INTERACTIVE_LANE, LANE_RING,
+        DISPATCHED, DUE, INFLIGHT, STATS, FLEET, retention_s,
+    ]  # fmt: skip
+
+
+def rate(fingerprint: str, kind: RateKind) -> str:
+    return f"{PREFIX}rate:{fingerprint}:{kind}"
+
+
+def rate_accepted(fingerprint: str, kind: RateKind) -> str:
+    return f"{PREFIX}rate:{fingerprint}:{kind}:ok"
