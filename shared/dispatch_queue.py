@@ -35,6 +35,7 @@ class SubmitClaim:
 
     outcome: Literal["go", "busy", "skip", "gone"]
     params: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,18 @@ class PollTicket:
     """Admission to poll a job once: who to ask about, and how long it has been."""
 
     request_id: str
-    submitted_at: float
+    elapsed_s: float
     state: JobState
     polls: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Whether a call ended its job, and whether a callback or webhook waits to hear of it."""
+
+    ended: bool
+    notify: bool
 
 
 class DispatchQueue:
@@ -81,7 +91,8 @@ class DispatchQueue:
         if reply[0] != "go":
             return SubmitClaim(outcome=reply[0])
         own = _json_dict(reply[1])
-        return SubmitClaim(outcome="go", params={**_json_dict(reply[2]), **own})
+        params = {**_json_dict(reply[2]), **own}
+        return SubmitClaim(outcome="go", params=params, attempts=int(reply[3]))
 
     def record_submitted(self, job_id: str, request_id: str, first_poll_in_s: float) -> JobState:
         with store_errors():
@@ -98,19 +109,19 @@ class DispatchQueue:
         """Look at the job again in ``delay_s`` without counting an attempt."""
         self._release(job_id, "defer", delay_s, None)
 
-    def retry_later(self, job_id: str, delay_s: float, failure: JobFailure) -> JobState | None:
+    def retry_later(self, job_id: str, delay_s: float, failure: JobFailure) -> Ending:
         """One more attempt after ``delay_s``, or failed (retries_exhausted) when spent."""
         return self._release(job_id, "retry", delay_s, failure)
 
     def _release(
         self, job_id: str, mode: str, delay_s: float, failure: JobFailure | None
-    ) -> JobState | None:
+    ) -> Ending:
         error = compact_json(failure.model_dump()) if failure else ""
         with store_errors():
-            state = self.store.run_script(
+            _, ended, notify = self.store.run_script(
                 "release", job_id, mode, delay_s, error, self.settings.max_attempts
             )
-        return JobState(state) if state in JobState._value2member_map_ else None
+        return Ending(ended=bool(ended), notify=bool(notify))
 
     def begin_poll(self, job_id: str, token: str) -> PollTicket | None:
         """Admission to poll, or None if this message is stale (another poll owns the job)."""
@@ -120,9 +131,10 @@ class DispatchQueue:
             return None
         return PollTicket(
             request_id=reply[1],
-            submitted_at=float(reply[2]),
+            elapsed_s=float(reply[2]),
             state=JobState(reply[3]),
             polls=int(reply[4]),
+            attempts=int(reply[5]),
         )
 
     def record_progress(
@@ -142,8 +154,8 @@ class DispatchQueue:
         outputs: list[str] | None = None,
         metrics: dict[str, Any] | None = None,
         failure: JobFailure | None = None,
-    ) -> bool:
-        """Ends the job unless something else already did; True if this call ended it."""
+    ) -> Ending:
+        """Ends the job unless something else already did."""
         fields: list[str] = []
         if outputs is not None:
             fields += ["outputs", compact_json(outputs)]
@@ -153,7 +165,8 @@ class DispatchQueue:
             fields += ["error", compact_json(failure.model_dump())]
         kind = failure.kind if failure else ""
         with store_errors():
-            return bool(self.store.run_script("finish", job_id, state.value, kind, *fields))
+            ended, notify = self.store.run_script("finish", job_id, state.value, kind, *fields)
+        return Ending(ended=bool(ended), notify=bool(notify))
 
     def pause_fleet(self, reason: str) -> None:
         """An automatic pause: probed every ``account_pause_seconds``, ended by a good submit."""

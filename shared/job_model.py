@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.errors import UpstreamError
+
 
 class JobState(StrEnum):
     """A job's life: queued -> submitted -> running -> completed | failed | cancelled."""
@@ -42,6 +44,10 @@ class JobFailure(BaseModel):
     kind: str
     http_status: int | None = None
     detail: str
+
+    @classmethod
+    def from_error(cls, exc: UpstreamError) -> JobFailure:
+        return cls(kind=exc.kind, http_status=exc.http_status, detail=exc.detail)
 
 
 class Job(BaseModel):

@@ -1,12 +1,12 @@
 -- include: layout.lua
 -- Claims a queued job for one submit, so a redelivered message cannot pay twice.
 -- A: job_id, claim_ttl_s
--- Returns {'go', params, batch defaults}, {'busy'} (another task holds a fresh claim; the job
+-- Returns {'go', params, batch defaults, attempts so far}, {'busy'} (another task holds a fresh claim; the job
 -- is looked at again when that claim runs out), {'skip', state} or {'gone'}.
 local job_id, claim_ttl = A[1], tonumber(A[2])
 local key = K.job .. job_id
-local state, request_id, claim, params, batch_id =
-  unpack(redis.call('HMGET', key, 'state', 'request_id', 'claim', 'params', 'batch_id'))
+local state, request_id, claim, params, batch_id, attempts = unpack(redis.call('HMGET', key,
+  'state', 'request_id', 'claim', 'params', 'batch_id', 'attempts'))
 if not state then
   redis.call('ZREM', K.dispatched, job_id)
   return {'gone'}
@@ -23,4 +23,4 @@ end
 redis.call('HSET', key, 'claim', NOW)
 local defaults = ''
 if batch_id then defaults = redis.call('HGET', K.batch .. batch_id, 'defaults') or '' end
-return {'go', params, defaults}
+return {'go', params, defaults, attempts or '0'}

@@ -38,6 +38,15 @@ local function requeue_front(job_id)
   ring_add(lane)
 end
 
+-- 1 if a callback task or webhook waits to hear that the job ended (its own, or its batch's).
+local function wants_notice(job_id, batch_id)
+  local told = redis.call('HMGET', K.job .. job_id, 'callback_task', 'webhook_url')
+  if batch_id and not (told[1] or told[2]) then
+    told = redis.call('HMGET', K.batch .. batch_id, 'callback_task', 'webhook_url')
+  end
+  return (told[1] or told[2]) and 1 or 0
+end
+
 -- Ends a job once (compare-and-set on a non-terminal state). fields: extra HSET pairs.
 local function finish_job(job_id, new_state, fields, error_kind)
   local key = K.job .. job_id

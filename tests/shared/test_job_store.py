@@ -1,0 +1,272 @@
+"""The job store against a real Redis: idempotency, the broker window, priority, claims,
+leases, tokens, cancel, retry, retention and the fleet budget."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from shared import redis_keys
+from shared.dispatch_queue import DispatchQueue
+from shared.errors import InputError, JobNotFound
+from shared.fleet_limiter import FleetLimiter
+from shared.job_model import JobFailure, JobState
+from shared.job_store import JobOptions, JobStore, NewJob, batch_job_id
+from shared.settings import load_settings
+
+
+@pytest.fixture
+def make_world(redis_url: str):
+    """Builds (store, queue) over the test's Redis with settings overrides."""
+    clients: list[redis.Redis] = []
+
+    def build(retention_s: int = 3600, **overrides: object) -> tuple[JobStore, DispatchQueue]:
+        settings = load_settings(
+            {"SEGQ_REDIS_URL": redis_url, "SEGMIND_API_KEY": "test-key"}, **overrides
+        )
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        clients.append(client)
+        store = JobStore(client, retention_s=retention_s)
+        return store, DispatchQueue(store, settings)
+
+    yield build
+    for client in clients:
+        client.close()
+
+
+def add_batch(store: JobStore, batch_id: str, lines: int, **options: object) -> list[str]:
+    store.open_batch(batch_id, defaults={"steps": 6}, options=JobOptions(**options), source=None)
+    jobs = [NewJob(batch_job_id(batch_id, n), {"prompt": f"p{n}"}, n) for n in range(1, lines + 1)]
+    store.add_jobs(jobs, batch_id=batch_id, options=JobOptions(**options))
+    return [job.job_id for job in jobs]
+
+
+def submit_all(queue: DispatchQueue) -> list[str]:
+    plan = queue.dispatch()
+    for job_id in plan.submits:
+        assert queue.begin_submit(job_id).outcome == "go"
+        queue.record_submitted(job_id, f"req-{job_id}", 0.0)
+    return plan.submits
+
+
+def test_adding_the_same_jobs_twice_creates_them_once(make_world):
+    store, _ = make_world()
+    add_batch(store, "b", 5)
+    again = store.add_jobs(
+        [NewJob(batch_job_id("b", n), {"prompt": "other"}, n) for n in range(1, 7)],
+        batch_id="b",
+        options=JobOptions(),
+    )
+    assert again == [False] * 5 + [True]
+    summary = store.get_batch("b")
+    assert summary.total == 6 and summary.counts["queued"] == 6
+    assert store.get_job("b.1").params == {"steps": 6, "prompt": "p1"}
+
+
+def test_unknown_job_and_batch_raise_job_not_found(make_world):
+    store, _ = make_world()
+    with pytest.raises(JobNotFound):
+        store.get_job("nope.1")
+    with pytest.raises(JobNotFound):
+        store.get_batch("nope")
+
+
+def test_broker_window_bounds_submits_handed_out(make_world):
+    store, queue = make_world(broker_window=3)
+    add_batch(store, "b", 10)
+    first = queue.dispatch()
+    assert len(first.submits) == 3
+    assert queue.dispatch().submits == []
+    queue.begin_submit(first.submits[0])
+    queue.record_submitted(first.submits[0], "req-1", 5.0)
+    assert len(queue.dispatch().submits) == 1
+
+
+def test_interactive_jobs_go_first_but_bulk_gets_every_fourth_slot(make_world):
+    store, queue = make_world()
+    add_batch(store, "bulk", 10)
+    add_batch(store, "now", 10, priority="interactive")
+    order = queue.dispatch(max_items=8).submits
+    assert [job_id.split(".")[0] for job_id in order] == ["now"] * 3 + ["bulk"] + ["now"] * 3 + [
+        "bulk"
+    ]
+
+
+def test_bulk_batches_share_slots_round_robin(make_world):
+    store, queue = make_world()
+    add_batch(store, "a", 5)
+    add_batch(store, "b", 5)
+    order = [job_id.split(".")[0] for job_id in queue.dispatch(max_items=6).submits]
+    assert order == ["a", "b", "a", "b", "a", "b"]
+
+
+def test_a_claimed_submit_cannot_be_claimed_again(make_world):
+    store, queue = make_world()
+    [job_id] = add_batch(store, "b", 1)
+    queue.dispatch()
+    assert queue.begin_submit(job_id).outcome == "go"
+    assert queue.begin_submit(job_id).outcome == "busy"
+    queue.record_submitted(job_id, "req-1", 1.0)
+    assert queue.begin_submit(job_id).outcome == "skip"
+    assert store.get_job(job_id).request_id == "req-1"
+
+
+def test_expired_submit_lease_puts_the_job_back_in_front(make_world):
+    store, queue = make_world()
+    add_batch(store, "b", 3)
+    [first] = queue.dispatch(max_items=1).submits
+    store.redis.zadd(redis_keys.DISPATCHED, {first: 0})  # the worker holding it died
+    assert queue.dispatch(max_items=1).submits == [first]
+
+
+def test_only_the_current_poll_token_may_poll(make_world):
+    store, queue = make_world()
+    [job_id] = add_batch(store, "b", 1)
+    submit_all(queue)
+    [(polled, token)] = queue.dispatch().polls
+    assert polled == job_id
+    store.redis.zadd(redis_keys.DUE, {job_id: 0})  # lease ran out: published again
+    [(_, newer)] = queue.dispatch().polls
+    assert queue.begin_poll(job_id, token) is None
+    ticket = queue.begin_poll(job_id, newer)
+    assert ticket is not None and ticket.request_id == "req-b.1" and ticket.polls == 1
+
+
+def test_running_and_finishing_moves_counters_once(make_world):
+    store, queue = make_world()
+    [job_id] = add_batch(store, "b", 1)
+    submit_all(queue)
+    [(_, token)] = queue.dispatch().polls
+    queue.record_progress(job_id, token, "PROCESSING", 10.0)
+    assert store.get_job(job_id).state is JobState.RUNNING
+    first = queue.finish(job_id, JobState.COMPLETED, outputs=["http://x/0.jpg"], metrics={"a": 1})
+    second = queue.finish(job_id, JobState.FAILED, failure=JobFailure(kind="x", detail="y"))
+    assert first.ended and not second.ended
+    job = store.get_job(job_id)
+    assert job.state is JobState.COMPLETED and job.outputs == ["http://x/0.jpg"]
+    summary = store.get_batch("b")
+    assert summary.counts["completed"] == 1 and summary.is_terminal
+    assert store.redis.zcard(redis_keys.INFLIGHT) == 0 and store.redis.zcard(redis_keys.DUE) == 0
+
+
+def test_transient_failures_end_as_retries_exhausted_with_the_last_error(make_world):
+    store, queue = make_world(max_attempts=2)
+    [job_id] = add_batch(store, "b", 1)
+    failure = JobFailure(kind="transient", http_status=503, detail="<html>busy</html>")
+    for _ in range(2):
+        store.redis.zadd(redis_keys.DUE, {job_id: 0})
+        queue.dispatch()
+        queue.dispatch()
+        assert queue.begin_submit(job_id).outcome == "go"
+        ending = queue.retry_later(job_id, 0.0, failure)
+    assert ending.ended
+    job = store.get_job(job_id)
+    assert job.state is JobState.FAILED and job.error is not None
+    assert job.error.kind == "retries_exhausted" and "busy" in job.error.detail
+    assert store.get_batch("b").failures_by_kind == {"retries_exhausted": 1}
+
+
+def test_cancel_batch_is_one_step_and_leaves_nothing_to_dispatch(make_world):
+    store, queue = make_world()
+    add_batch(store, "big", 2000)
+    handed_out = queue.dispatch(max_items=5).submits
+    summary = store.cancel_batch("big")
+    assert summary.counts["cancelled"] == 2000 and summary.counts["queued"] == 0
+    assert store.redis.zcard(redis_keys.DISPATCHED) == 0
+    assert queue.dispatch().submits == []
+    assert store.get_job("big.1999").state is JobState.CANCELLED
+    assert store.get_job(handed_out[0]).state is JobState.CANCELLED
+    with pytest.raises(InputError):
+        store.open_batch("big", defaults={}, options=JobOptions(), source=None)
+
+
+def test_retry_resubmits_rejected_jobs_and_repolls_exhausted_ones(make_world):
+    store, queue = make_world()
+    rejected, exhausted = add_batch(store, "b", 2)
+    submit_all(queue)
+    queue.finish(rejected, JobState.FAILED, failure=JobFailure(kind="rejected", detail="bad"))
+    queue.finish(
+        exhausted, JobState.FAILED, failure=JobFailure(kind="retries_exhausted", detail="x")
+    )
+    assert store.retry_batch("b") == 2
+    assert store.get_job(rejected).state is JobState.QUEUED
+    assert store.get_job(rejected).request_id is None
+    resumed = store.get_job(exhausted)
+    assert resumed.state is JobState.SUBMITTED and resumed.request_id == f"req-{exhausted}"
+    assert store.get_batch("b").failures_by_kind == {}
+
+
+def test_retention_leaves_no_job_or_index_behind(make_world):
+    store, queue = make_world(retention_s=1)
+    add_batch(store, "b", 3)
+    for job_id in submit_all(queue):
+        queue.finish(job_id, JobState.FAILED, failure=JobFailure(kind="rejected", detail="no"))
+    time.sleep(1.3)
+    left = {key for key in store.redis.scan_iter("segq:*")}
+    per_job = {key for key in left if ":job:" in key or ":batch:" in key or ":lane:" in key}
+    assert per_job == set()
+    assert left <= {redis_keys.STATS, redis_keys.FLEET, redis_keys.LANE_RING} | {
+        key for key in left if key.startswith("segq:rate:")
+    }
+    assert all(store.redis.ttl(key) > 0 for key in left if key.startswith("segq:rate:"))
+
+
+def test_known_rate_paces_submits_fleet_wide(make_world):
+    store, queue = make_world(submit_rate_limit=600)  # 10 a second (9.8 with the safety factor)
+    add_batch(store, "b", 100)
+    handed_out, start = 0, time.monotonic()
+    while time.monotonic() - start < 1.0:
+        handed_out += len(queue.dispatch().submits)
+        time.sleep(0.01)
+    assert 9 <= handed_out <= 12
+
+
+def test_a_429_holds_the_fleet_and_learns_the_accepted_rate(make_world):
+    store, queue = make_world()
+    add_batch(store, "b", 30)
+    assert len(submit_all(queue)) == 30  # unknown limit: no pacing yet
+    limiter = FleetLimiter(store.redis, queue.settings)
+    assert limiter.rate_limited("submit", 5.0) == pytest.approx(5.0, abs=0.1)
+    add_batch(store, "c", 3)
+    assert queue.dispatch().submits == []
+    status = limiter.status("submit")
+    assert status["learned_per_min"] == pytest.approx(30 * 0.98)
+
+
+def test_manual_pause_stops_submits_until_resume(make_world):
+    store, queue = make_world()
+    add_batch(store, "b", 2)
+    store.pause_fleet("maintenance")
+    assert queue.dispatch().submits == []
+    store.resume_fleet()
+    assert len(queue.dispatch().submits) == 2
+
+
+def test_account_pause_sends_one_probe_and_a_good_submit_resumes(make_world):
+    store, queue = make_world(account_pause_seconds=0.3)
+    add_batch(store, "b", 5)
+    queue.pause_fleet("406: Insufficient credits")
+    assert queue.dispatch().submits == []
+    time.sleep(0.35)
+    [probe] = queue.dispatch().submits
+    assert queue.dispatch().submits == []
+    queue.begin_submit(probe)
+    queue.record_submitted(probe, "req-probe", 1.0)
+    assert len(queue.dispatch().submits) == 4
+
+
+def test_a_finished_job_record_is_a_small_listpack(make_world):
+    store, queue = make_world()
+    [job_id] = add_batch(store, "b", 1)
+    submit_all(queue)
+    queue.finish(
+        job_id,
+        JobState.COMPLETED,
+        outputs=["https://segmind-sd-models.s3.amazonaws.com/outputs/0f1e2d3c-4b5a.jpeg"],
+        metrics={"inference_time": 2.41, "queue_time": 0.12, "total_time": 2.53},
+    )
+    key = redis_keys.job(job_id)
+    assert store.redis.object("encoding", key) == "listpack"
+    assert store.redis.memory_usage(key) < 1024
