@@ -121,15 +121,10 @@ class JobStore:
         self, jobs: Sequence[NewJob], *, batch_id: str | None, options: JobOptions
     ) -> list[bool]:
         """Creates the jobs that do not exist yet, in one round trip; True where created."""
-        head = [batch_id or "", options.priority]
-        head += [options.callback_task or "", options.webhook_url or ""]
         with store_errors():
             pipe = self.redis.pipeline(transaction=False)
-            for start in range(0, len(jobs), SCRIPT_CHUNK):
-                triples: list[object] = []
-                for job in jobs[start : start + SCRIPT_CHUNK]:
-                    triples += [job.job_id, job.line or "", compact_json(job.params)]
-                self.run_script("add_jobs", *head, *triples, client=pipe)
+            for args in add_jobs_args(jobs, batch_id, options):
+                self.run_script("add_jobs", *args, client=pipe)
             replies = pipe.execute()
         return [bool(flag) for reply in replies for flag in reply]
 
@@ -141,23 +136,10 @@ class JobStore:
 
     def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Jobs in one round trip (None where missing), with their batches' defaults merged."""
-        batch_ids = sorted({b for b in map(batch_of, job_ids) if b})
         with store_errors():
             pipe = self.redis.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.hgetall(redis_keys.job(job_id))
-            for batch_id in batch_ids:
-                pipe.hmget(redis_keys.batch(batch_id), "defaults", "cancelled_at")
-            replies = pipe.execute()
-        batches = {
-            b: (json.loads(d) if d else {}, float(c) if c else None)
-            for b, (d, c) in zip(batch_ids, replies[len(job_ids) :], strict=True)
-        }
-        jobs: list[Job | None] = []
-        for job_id, fields in zip(job_ids, replies, strict=False):
-            defaults, cancelled_at = batches.get(batch_of(job_id) or "", (None, None))
-            jobs.append(decode_job(job_id, fields, defaults, cancelled_at) if fields else None)
-        return jobs
+            queue_job_reads(pipe, job_ids)
+            return decode_job_reads(job_ids, pipe.execute())
 
     def get_batch(self, batch_id: str) -> BatchSummary:
         with store_errors():
@@ -224,6 +206,24 @@ class JobStore:
                     job = self.get_job(job_id)  # a batch cancel ends queued jobs silently
             return job
 
+    def notification_targets(self, job_id: str) -> tuple[str | None, str | None]:
+        """(callback task, webhook URL) to tell when the job ends: its own, else its batch's."""
+        with store_errors():
+            callback_task, webhook_url = self.redis.hmget(
+                redis_keys.job(job_id), "callback_task", "webhook_url"
+            )
+            batch_id = batch_of(job_id)
+            if batch_id and not (callback_task or webhook_url):
+                callback_task, webhook_url = self.redis.hmget(
+                    redis_keys.batch(batch_id), "callback_task", "webhook_url"
+                )
+        return callback_task, webhook_url
+
+    def record_delivery(self, job_id: str, delivery: dict[str, Any]) -> None:
+        """Appends a callback or webhook delivery attempt to the job's record."""
+        with store_errors():
+            self.run_script("record_delivery", job_id, compact_json(delivery))
+
     def pause_fleet(self, reason: str, *, manual: bool = True, probe_after_s: float = 60) -> None:
         """Stops new submits fleet-wide; a manual pause lasts until ``resume_fleet``."""
         with store_errors():
@@ -232,6 +232,45 @@ class JobStore:
     def resume_fleet(self) -> None:
         with store_errors():
             self.run_script("pause", "resume", "", "0", 0)
+
+
+def add_jobs_args(
+    jobs: Sequence[NewJob], batch_id: str | None, options: JobOptions
+) -> Iterator[list[object]]:
+    """Arguments of the add_jobs script calls that create ``jobs``, a chunk per call."""
+    head = [
+        batch_id or "",
+        options.priority,
+        options.callback_task or "",
+        options.webhook_url or "",
+    ]
+    for start in range(0, len(jobs), SCRIPT_CHUNK):
+        triples: list[object] = []
+        for job in jobs[start : start + SCRIPT_CHUNK]:
+            triples += [job.job_id, job.line or "", compact_json(job.params)]
+        yield head + triples
+
+
+def queue_job_reads(pipe: Any, job_ids: Sequence[str]) -> None:
+    """Queues on a pipeline (sync or asyncio) what ``decode_job_reads`` needs."""
+    for job_id in job_ids:
+        pipe.hgetall(redis_keys.job(job_id))
+    for batch_id in sorted({b for b in map(batch_of, job_ids) if b}):
+        pipe.hmget(redis_keys.batch(batch_id), "defaults", "cancelled_at")
+
+
+def decode_job_reads(job_ids: Sequence[str], replies: Sequence[Any]) -> list[Job | None]:
+    """Jobs (None where missing) from the replies to ``queue_job_reads``."""
+    batch_ids = sorted({b for b in map(batch_of, job_ids) if b})
+    batches = {
+        b: (json.loads(d) if d else {}, float(c) if c else None)
+        for b, (d, c) in zip(batch_ids, replies[len(job_ids) :], strict=True)
+    }
+    jobs: list[Job | None] = []
+    for job_id, fields in zip(job_ids, replies, strict=False):
+        defaults, cancelled_at = batches.get(batch_of(job_id) or "", (None, None))
+        jobs.append(decode_job(job_id, fields, defaults, cancelled_at) if fields else None)
+    return jobs
 
 
 def batch_job_id(batch_id: str, line: int) -> str:
