@@ -8,7 +8,12 @@ import click
 
 from shared.errors import SegqError
 
-COMMAND_MODULES = ("sandbox",)
+COMMAND_MODULES = (
+    "sandbox",
+    "worker",
+    "flower",
+    "metrics",
+)
 """Modules of `producer.commands`; each exposes a click command of the same name."""
 
 

@@ -51,6 +51,7 @@ def decode_job(
         priority=fields.get("priority", "bulk"),
         params={**(batch_defaults or {}), **loaded.get("params", {})},
         deliveries=loaded.get("deliveries", []),
+        interrupted_submits=int(fields.get("interrupted_submits", 0)),
     )
 
 

@@ -71,6 +71,8 @@ class Job(BaseModel):
     priority: str = "bulk"
     params: dict[str, Any] = {}
     deliveries: list[dict[str, Any]] = []
+    interrupted_submits: int = 0
+    """Submits whose worker died between sending and recording: each may have been paid."""
 
     @property
     def is_terminal(self) -> bool:
@@ -95,6 +97,7 @@ class Job(BaseModel):
             "priority": self.priority,
             "params": dict(self.params),
             "deliveries": list(self.deliveries),
+            "interrupted_submits": self.interrupted_submits,
         }
 
 

@@ -148,6 +148,12 @@ class JobStore:
             raise JobNotFound(f"no batch {batch_id} (mistyped, or past its retention)")
         return _summary(batch_id, fields)
 
+    def state_counts(self) -> dict[str, int]:
+        """Jobs per state across the fleet, from the counters the job scripts keep."""
+        with store_errors():
+            counts = self.redis.hgetall(redis_keys.STATS)
+        return {state: int(n) for state, n in counts.items()}
+
     def iter_batch_jobs(self, batch_id: str) -> Iterator[Job]:
         """The batch's jobs in line order, read a chunk at a time (flat memory)."""
         last_line = int(self.redis.hget(redis_keys.batch(batch_id), "max_line") or 0)

@@ -12,6 +12,8 @@ segq:lane:bulk:{batch_id|_}         list    none (drains); producer pushes, disp
 segq:lanes                          list    none; ring of bulk lanes with work (dispatcher)
 segq:dispatched                     zset    none; job -> end of its submit lease (dispatcher)
 segq:due                            zset    none; job -> next poll, retry or end of poll lease
+segq:polling                        zset    none; job -> end of its poll lease, while its poll
+                                            task waits in the broker (the poll window)
 segq:inflight                       zset    none; job -> submitted_at, until the job ends
 segq:events:{job_id}                pubsub  -; the job's end, published by the ending script
 segq:stats                          hash    none; jobs per state, fleet-wide (job scripts)
@@ -37,6 +39,7 @@ INTERACTIVE_LANE = PREFIX + "lane:interactive"
 LANE_RING = PREFIX + "lanes"
 DISPATCHED = PREFIX + "dispatched"
 DUE = PREFIX + "due"
+POLLING = PREFIX + "polling"
 INFLIGHT = PREFIX + "inflight"
 STATS = PREFIX + "stats"
 METRICS = PREFIX + "metrics"
@@ -77,7 +80,7 @@ def script_layout(retention_s: int) -> list[str | int]:
     prefixes and fixed keys, so Lua builds keys from what this module says, and the retention."""
     return [
         JOB_PREFIX, BATCH_PREFIX, BULK_LANE_PREFIX, EVENTS_PREFIX, INTERACTIVE_LANE, LANE_RING,
-        DISPATCHED, DUE, INFLIGHT, STATS, FLEET, retention_s,
+        DISPATCHED, DUE, INFLIGHT, STATS, FLEET, POLLING, retention_s,
     ]  # fmt: skip
 
 

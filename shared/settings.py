@@ -73,7 +73,10 @@ class Settings(BaseSettings):
         None, ge=1, description="Fleet-wide cap on jobs submitted upstream and not yet finished."
     )
     broker_window: int = Field(
-        500, ge=1, le=100_000, description="Most submit tasks waiting in the broker at once."
+        500,
+        ge=1,
+        le=100_000,
+        description="Most submit tasks, and most poll tasks, waiting in the broker at once.",
     )
     lease_s: float = Field(
         60.0,

@@ -11,5 +11,6 @@ if not state or state == 'completed' or state == 'failed' or state == 'cancelled
     or token ~= A[2] or not request_id then
   return {'stale'}
 end
+redis.call('ZREM', K.polling, A[1])
 local polls = redis.call('HINCRBY', key, 'polls', 1)
 return {'go', request_id, tostring(NOW - tonumber(submitted_at)), state, polls, attempts or '0'}

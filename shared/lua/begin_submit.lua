@@ -20,6 +20,9 @@ if claim and NOW - tonumber(claim) < claim_ttl then
   redis.call('ZADD', K.due, tonumber(claim) + claim_ttl, job_id)
   return {'busy'}
 end
+-- A stale claim: the task that held it died mid-submit (every other ending clears it), so
+-- Segmind may have accepted that submit. Counted, so the record says it may have paid twice.
+if claim then redis.call('HINCRBY', key, 'interrupted_submits', 1) end
 redis.call('HSET', key, 'claim', NOW)
 local defaults = ''
 if batch_id then defaults = redis.call('HGET', K.batch .. batch_id, 'defaults') or '' end

@@ -3,8 +3,9 @@
 -- include: job.lua
 -- One step of a dispatcher: what to publish now, and when to look again.
 --  1. submit leases that ran out (the task died): the job goes back to the front of its lane
---  2. due jobs: a job with a request id gets a poll (if the poll budget has a slot); a queued
---     job whose retry backoff is over goes back to the front of its lane
+--  2. due jobs: a job with a request id gets a poll (if the poll budget has a slot and fewer
+--     than `window` polls wait in the broker); a queued job whose retry backoff is over goes
+--     back to the front of its lane
 --  3. submits, while the fleet is not paused (or a probe is due), the broker window and the
 --     in-flight cap have room, and the submit budget has a slot: interactive lane first, but
 --     every 4th slot to bulk when both wait; bulk lanes round-robin
@@ -69,25 +70,34 @@ for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', K.dispatched, '-inf', NOW, '
   requeue_front(job_id)
 end
 
+-- Polls whose lease ran out were lost (begin_poll takes a job off K.polling).
+redis.call('ZREMRANGEBYSCORE', K.polling, '-inf', NOW)
+local poll_room = window - redis.call('ZCARD', K.polling)
 local polls = {}
+local polls_held = false
 for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', NOW, 'LIMIT', 0, max_items)) do
   local key = K.job .. job_id
   local state, request_id = unpack(redis.call('HMGET', key, 'state', 'request_id'))
   if not state or TERMINAL[state] then
     redis.call('ZREM', K.due, job_id)
+    -- a record that expired in flight (retention shorter than the job): no index keeps it
+    if not state then redis.call('ZREM', K.inflight, job_id) end
   elseif request_id then
+    if #polls / 2 >= poll_room then polls_held = true; break end
     local slot = next_slot_at(poll_key, poll_rate, NOW)
-    if slot > NOW then wake = math.min(wake, slot); break end
+    if slot > NOW then wake = math.min(wake, slot); polls_held = true; break end
     spend_slot(poll_key, poll_rate, slot)
     polls[#polls + 1] = job_id
     polls[#polls + 1] = redis.call('HINCRBY', key, 'token', 1)
     redis.call('ZADD', K.due, NOW + lease_s, job_id)
+    redis.call('ZADD', K.polling, NOW + lease_s, job_id)
   else
     redis.call('ZREM', K.due, job_id)
     requeue_front(job_id)
   end
 end
-earliest(K.due)
+-- Overdue polls held back by the budget or the window would make the next step due at once.
+if not polls_held then earliest(K.due) end
 
 local room = window - redis.call('ZCARD', K.dispatched)
 if max_in_flight > 0 then
@@ -122,7 +132,7 @@ while #submits < room do
   submits[#submits + 1] = job_id
 end
 if probing and #submits > 0 then
-  redis.call('HSET', K.fleet, 'probe_at', NOW + pause_s)
+  redis.call('HSET', K.fleet, 'probe_at', NOW + pause_s, 'probe_job', submits[1])
 end
 earliest(K.dispatched)
 

@@ -58,6 +58,7 @@ local function finish_job(job_id, new_state, fields, error_kind)
   redis.call('ZREM', K.due, job_id)
   redis.call('ZREM', K.inflight, job_id)
   redis.call('ZREM', K.dispatched, job_id)
+  redis.call('ZREM', K.polling, job_id)
   redis.call('EXPIRE', key, RETENTION_S)
   if batch_id then
     local bk = K.batch .. batch_id

@@ -1,11 +1,12 @@
 -- Fleet rate limiter functions, included by the scripts that spend or learn budget.
 -- A budget is the hash segq:rate:{fingerprint}:{kind} with fields
 --   tat          GCRA theoretical arrival time of the next slot (epoch s)
---   hold_until   nobody spends budget before this (a 429's window)
+--   hold_until   nobody calls before this (a 429's window)
 --   learned      requests/minute learned from the last 429 (absent: none learned)
 --   last_429_at  when that was; the learned rate grows back from then
 --   rate_per_min the rate last used (for metrics and status)
--- and the zset segq:rate:{fingerprint}:{kind}:ok of accepted calls in the last minute.
+-- and the zset segq:rate:{fingerprint}:{kind}:ok of calls accepted in the last minute, which
+-- the learning reads.
 
 local RATE_GROWTH_PER_MIN = 0.02   -- learned rate grows 2% a minute while answers are good
 local RATE_TOLERANCE_S = 0.1       -- lateness of the dispatcher the limiter forgives

@@ -1,17 +1,39 @@
 -- include: rate.lua
 -- A 429: the whole fleet holds off until the window the answer named (or 2 s), and the budget
--- learns the account's rate: what was accepted in the last minute, times the safety factor.
--- Several 429s from one burst see the same accepted count, so they shrink the rate once.
--- KEYS: rate hash, accepted zset. ARGV: retry_after_s (-1: not named), safety
+-- learns the account's rate from what it accepted. The calls accepted since the oldest one of
+-- the last minute (t0) are all the account allows until the hold ends, so it allows
+-- accepted / (hold end - t0): right for a window of any length up to a minute, whether the
+-- fleet just started (t0 opened the account's window) or has been running. Without a named
+-- window the span is a minute. The learned rate is never above the rate in use (a 429 says it
+-- was too fast) and is cut by the safety factor. 429s that arrive during the hold are from calls
+-- made before it: they see the same count and span and shrink the rate no further.
+-- KEYS: rate hash, accepted zset. ARGV: retry_after_s (-1: not named), max_rate (0: none), safety
 redis.replicate_commands()
+local DEFAULT_HOLD_S = 2
+local MIN_SPAN_S = 1
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
-local accepted = redis.call('ZCOUNT', KEYS[2], now - RATE_WINDOW_S, '+inf')
-local learned = math.max(1, accepted * tonumber(ARGV[2]))
-local retry_after = tonumber(ARGV[1])
-local hold = now + (retry_after >= 0 and retry_after or 2)
-local previous = tonumber(redis.call('HGET', KEYS[1], 'hold_until')) or 0
-redis.call('HSET', KEYS[1], 'learned', learned, 'last_429_at', now,
-  'hold_until', math.max(hold, previous), 'rate_per_min', learned)
+local retry_after, max_rate, safety = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local hold = now + (retry_after >= 0 and retry_after or DEFAULT_HOLD_S)
+local since = now - RATE_WINDOW_S
+local accepted = redis.call('ZCOUNT', KEYS[2], since, '+inf')
+local span = RATE_WINDOW_S
+local oldest = redis.call('ZRANGEBYSCORE', KEYS[2], since, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if retry_after >= 0 and oldest[2] then
+  span = math.max(MIN_SPAN_S, hold - tonumber(oldest[2]))
+end
+local learned = accepted * 60 / span * safety
+local previous, known = unpack(redis.call('HMGET', KEYS[1], 'hold_until', 'learned'))
+previous = tonumber(previous) or 0
+if now < previous and known then
+  learned = math.min(learned, tonumber(known))
+else
+  local in_use = rate_now(KEYS[1], max_rate, safety, now)
+  if in_use ~= nil then learned = math.min(learned, in_use * safety) end
+end
+learned = math.max(1, learned)
+hold = math.max(hold, previous)
+redis.call('HSET', KEYS[1], 'learned', learned, 'last_429_at', now, 'hold_until', hold,
+  'rate_per_min', learned)
 redis.call('EXPIRE', KEYS[1], 86400)
-return tostring(math.max(hold, previous) - now)
+return tostring(hold - now)

@@ -2,8 +2,8 @@
 -- include: rate.lua
 -- include: job.lua
 -- Stores Segmind's request id the moment the submit is accepted, before anything else can fail;
--- a job cancelled meanwhile keeps its request id but is not polled. An accepted submit ends an
--- automatic account pause (the probe worked).
+-- a job cancelled meanwhile keeps its request id but is not polled. The pause's probe, accepted,
+-- ends an automatic account pause (a submit sent before the pause proves nothing).
 -- A: job_id, request_id, first_poll_in_s, submit_ok_key
 -- Returns the job's state after the call ('submitted', or what it already was).
 local job_id, request_id = A[1], A[2]
@@ -14,8 +14,9 @@ redis.call('HSET', key, 'request_id', request_id, 'submitted_at', NOW)
 redis.call('HDEL', key, 'claim')
 redis.call('ZREM', K.dispatched, job_id)
 record_accepted(A[4], NOW, request_id)
-if redis.call('HGET', K.fleet, 'manual') ~= '1' then
-  redis.call('HDEL', K.fleet, 'paused', 'reason', 'since', 'probe_at')
+local manual, probe_job = unpack(redis.call('HMGET', K.fleet, 'manual', 'probe_job'))
+if manual ~= '1' and probe_job == job_id then
+  redis.call('HDEL', K.fleet, 'paused', 'reason', 'since', 'probe_at', 'probe_job')
 end
 if state ~= 'queued' then return state end
 redis.call('HSET', key, 'state', 'submitted')

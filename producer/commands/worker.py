@@ -1,0 +1,35 @@
+"""`segq worker`: a Celery worker with defaults chosen for segq's I/O-bound tasks."""
+
+from __future__ import annotations
+
+import click
+
+from shared.settings import get_settings
+
+
+def worker_argv(concurrency: int, extra: tuple[str, ...]) -> list[str]:
+    """Celery worker arguments: a threads pool (tasks wait on HTTP, never on the CPU), task
+    events for Flower, no gossip or mingle chatter; options given by the user come last and win.
+    """
+    return [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        "--task-events",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+        *extra,
+    ]
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("celery_options", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_options: tuple[str, ...]) -> None:
+    """Start a worker; any option of `celery worker` may follow (e.g. --concurrency=64)."""
+    from workers import app
+
+    app.worker_main(worker_argv(get_settings().worker_concurrency, celery_options))

@@ -1,0 +1,179 @@
+"""The Segmind v2 HTTP client: submit, status, result and download, nothing else.
+
+It owns the boundary with the upstream: every httpx exception and every HTTP answer becomes
+either an answer model (``shared.upstream_answers``) or a ``shared.errors`` class, raised with
+``raise ... from exc``. It does not retry, sleep or rate-limit: the tasks decide that, by class.
+
+The API key travels only as ``x-api-key`` on the requests this client builds itself, whose URLs
+are ``base_url`` plus a fixed path (``status_url``/``response_url`` in answers are ignored), and
+redirects of those requests are never followed. ``download`` never sends it. The key is cut out
+of every answer before it is parsed and of every error message, and ``repr`` does not show it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from shared.errors import JobRejected, RequestExpired, TransientError
+from shared.request_model import MODEL_SLUG
+from shared.settings import Settings
+from shared.upstream_answers import (
+    Reply,
+    ResultAnswer,
+    StatusAnswer,
+    SubmitAccepted,
+    is_request_id,
+    parse_result,
+    parse_status,
+    parse_submit,
+)
+
+USER_AGENT = "segq/0.1 (+httpx)"
+REDACTED = "[redacted]"
+MIN_REDACTED_KEY_CHARS = 8
+"""Keys shorter than this are not searched for in answers (a one-letter key would mangle every
+URL); real Segmind keys are far longer."""
+
+MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
+"""An output larger than this is refused instead of filling a worker's memory."""
+
+_HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
+
+
+class SegmindClient:
+    """One per process; thread-safe as its ``httpx.Client`` is (celery-notes: pools and httpx)."""
+
+    def __init__(
+        self, http: httpx.Client, base_url: str, api_key: str | None, model_slug: str = MODEL_SLUG
+    ) -> None:
+        self._http = http
+        self.base_url = base_url.rstrip("/")
+        self.model_slug = model_slug
+        self._key_headers = {"x-api-key": api_key} if api_key else {}
+        self._secret = api_key if api_key and len(api_key) >= MIN_REDACTED_KEY_CHARS else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, max_connections: int = 64) -> SegmindClient:
+        """A client with its own connection pool: make it after any fork, one per process.
+
+        ``max_connections`` should be at least the number of threads that call it at once:
+        beyond it, calls wait for a connection (and time out as ``TransientError``).
+        """
+        http = httpx.Client(
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            timeout=httpx.Timeout(settings.http_timeout_s),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        key = settings.segmind_api_key.get_secret_value() if settings.segmind_api_key else None
+        return cls(http, settings.segmind_base_url, key)
+
+    def __repr__(self) -> str:
+        return f"SegmindClient(base_url={self.base_url!r}, model_slug={self.model_slug!r})"
+
+    def submit(self, body: dict[str, Any]) -> SubmitAccepted:
+        """``POST /v2/{slug}``: queues the job upstream (paid once it runs; never repeat it
+        after an answer with a request id)."""
+        try:
+            content = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise JobRejected(f"request body is not JSON: {exc}") from exc
+        path = "/v2/" + quote(self.model_slug, safe="")
+        headers = {"Content-Type": "application/json"}
+        return parse_submit(self._call("POST", path, content=content, headers=headers))
+
+    def status(self, request_id: str) -> StatusAnswer:
+        """``GET /v2/requests/{id}/status``; FAILED raises ``InferenceFailed``."""
+        return parse_status(self._call("GET", self._request_path(request_id) + "/status"))
+
+    def result(self, request_id: str) -> ResultAnswer:
+        """``GET /v2/requests/{id}``: outputs of a COMPLETED request; FAILED raises."""
+        return parse_result(self._call("GET", self._request_path(request_id)))
+
+    def download(self, url: str) -> bytes:
+        """The bytes of an output URL, fetched without the API key (it may be on any host).
+
+        Redirects are followed: the request carries no key, so none can travel. Every failure
+        (no answer, an answer other than 2xx, too large) is ``TransientError``: a missing file
+        is no verdict on a job that already completed, and the caller keeps the URL.
+        """
+        try:
+            request = self._http.build_request("GET", url)
+            request.headers.pop("x-api-key", None)
+            response = self._http.send(request, stream=True, follow_redirects=True)
+            try:
+                if not response.is_success:
+                    detail = f"download answered {response.status_code}"
+                    raise TransientError(detail, response.status_code)
+                return self._read_capped(response)
+            finally:
+                response.close()
+        except _HTTPX_ERRORS as exc:
+            raise TransientError(self._redact(f"download failed: {_describe(exc)}")) from exc
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request_path(self, request_id: str) -> str:
+        if not is_request_id(request_id):
+            raise RequestExpired(f"{request_id!r} is not a request id Segmind could have issued")
+        return "/v2/requests/" + quote(request_id, safe="")
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """One request to ``base_url + path`` with the key; no redirect is followed."""
+        request = self._http.build_request(
+            method,
+            self.base_url + path,
+            content=content,
+            headers={**self._key_headers, **(headers or {})},
+        )
+        try:
+            response = self._http.send(request, follow_redirects=False)
+        except _HTTPX_ERRORS as exc:
+            raise TransientError(self._redact(_describe(exc))) from exc
+        return Reply(
+            http_status=response.status_code,
+            content=self._redact_bytes(response.content),
+            headers={name: self._redact(value) for name, value in response.headers.items()},
+            received_at=time.time(),
+        )
+
+    def _read_capped(self, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_DOWNLOAD_BYTES:
+                raise TransientError(f"download larger than {MAX_DOWNLOAD_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, REDACTED) if self._secret else text
+
+    def _redact_bytes(self, content: bytes) -> bytes:
+        if not self._secret:
+            return content
+        return content.replace(self._secret.encode(), REDACTED.encode())
+
+
+def _describe(exc: Exception) -> str:
+    """``ConnectError: [Errno 111] Connection refused``: the class says what kind of failure."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

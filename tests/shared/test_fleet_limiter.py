@@ -1,0 +1,210 @@
+"""The fleet budget against a real Redis: what a 429 teaches, what a task may call, and pauses.
+
+Jobs go through the same scripts the tasks use (dispatch, begin_submit, record_submitted), so
+the budget learns from calls the store recorded as accepted, as in a running fleet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from shared import redis_keys
+from shared.dispatch_queue import DispatchQueue
+from shared.fleet_limiter import FleetLimiter
+from shared.job_store import JobOptions, JobStore, NewJob
+from shared.settings import load_settings
+
+API_KEY = "SG_limiter_unit_test_key_0123456789"
+
+
+@dataclass
+class World:
+    store: JobStore
+    queue: DispatchQueue
+    limiter: FleetLimiter
+
+    def add(self, count: int, prefix: str = "j") -> list[str]:
+        jobs = [NewJob(f"{prefix}{n}", {"prompt": f"a lamp {prefix}{n}"}) for n in range(count)]
+        self.store.add_jobs(jobs, batch_id=None, options=JobOptions())
+        return [job.job_id for job in jobs]
+
+    def submit_dispatched(self) -> list[str]:
+        """What one dispatcher step hands out, each submit then accepted upstream."""
+        submitted = self.queue.dispatch().submits
+        for job_id in submitted:
+            assert self.queue.begin_submit(job_id).outcome == "go"
+            self.queue.record_submitted(job_id, f"req-{job_id}", 5.0)
+        return submitted
+
+    def budget(self, kind: str = "submit") -> dict[str, str]:
+        return self.store.redis.hgetall(redis_keys.rate(self.limiter.fingerprint, kind))
+
+
+@pytest.fixture
+def make_world(redis_url: str) -> Iterator[Callable[..., World]]:
+    clients: list[redis.Redis] = []
+
+    def build(**overrides: object) -> World:
+        settings = load_settings(
+            {"SEGQ_REDIS_URL": redis_url, "SEGMIND_API_KEY": API_KEY}, **overrides
+        )
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        clients.append(client)
+        store = JobStore(client, retention_s=3600)
+        return World(store, DispatchQueue(store, settings), FleetLimiter(client, settings))
+
+    yield build
+    for client in clients:
+        client.close()
+
+
+def test_a_429_after_a_burst_learns_the_accepted_count_over_the_named_window(make_world):
+    # Given an unknown limit, and 40 submits accepted at once
+    world = make_world()
+    world.add(40)
+    assert len(world.submit_dispatched()) == 40
+    # When the next one is told to wait 10 s
+    hold_s = world.limiter.rate_limited("submit", 10.0)
+    # Then the fleet holds 10 s, and the account allows 40 per 10 s: 240 a minute, less safety
+    assert hold_s == pytest.approx(10.0, abs=0.2)
+    assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(240 * 0.98, rel=0.03)
+
+
+def test_a_429_without_a_named_window_holds_two_seconds_and_learns_the_last_minute(make_world):
+    world = make_world()
+    world.add(12)
+    world.submit_dispatched()
+    assert world.limiter.rate_limited("submit", None) == pytest.approx(2.0, abs=0.2)
+    assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(12 * 0.98)
+
+
+def test_429s_that_arrive_during_the_hold_shrink_the_rate_once(make_world):
+    world = make_world()
+    world.add(30)
+    world.submit_dispatched()
+    world.limiter.rate_limited("submit", 6.0)
+    first = world.limiter.status("submit")["learned_per_min"]
+    for _ in range(20):  # the rest of the burst, sent before the hold was known
+        world.limiter.rate_limited("submit", 6.0)
+    assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(first, rel=0.01)
+
+
+def test_the_learned_rate_is_never_above_the_configured_rate_in_use(make_world):
+    # Given a configured 60/min, though the store recorded 200 accepted submits just now
+    world = make_world(submit_rate_limit=60.0)
+    world.store.redis.zadd(
+        redis_keys.rate_accepted(world.limiter.fingerprint, "submit"),
+        {f"req-{n}": time.time() for n in range(200)},
+    )
+    # When a 429 comes anyway
+    world.limiter.rate_limited("submit", 1.0)
+    # Then the rate goes down from the one in use, not up to what the count suggests
+    assert world.limiter.status("submit")["learned_per_min"] <= 60 * 0.98 * 0.98 + 1e-9
+
+
+def test_the_learned_rate_grows_back_two_percent_a_minute_while_answers_are_good(make_world):
+    world = make_world()
+    world.add(20)
+    world.submit_dispatched()
+    world.limiter.rate_limited("submit", 0.0)
+    learned = world.limiter.status("submit")["learned_per_min"]
+    # Five minutes of good answers later (the 429 moved back in time) ...
+    key = redis_keys.rate(world.limiter.fingerprint, "submit")
+    world.store.redis.hincrbyfloat(key, "last_429_at", -300)
+    world.add(1, prefix="later")
+    assert world.submit_dispatched() == ["later0"]
+    # ... the dispatcher spends at 10% more than it learned
+    assert float(world.budget()["rate_per_min"]) == pytest.approx(learned * 1.10, rel=0.01)
+
+
+def test_a_task_published_before_a_429_is_held_until_the_window_ends(make_world):
+    world = make_world()
+    [job_id] = world.add(1)
+    assert world.limiter.admit("submit", job_id).verdict == "go"
+    world.limiter.rate_limited("submit", 4.0)
+    admission = world.limiter.admit("submit", job_id)
+    assert admission.verdict == "hold"
+    assert admission.wait_s == pytest.approx(4.0, abs=0.2)
+    # the poll budget is another budget: polls go on
+    assert world.limiter.admit("poll", job_id).verdict == "go"
+
+
+def test_only_the_probe_submits_while_an_account_pause_lasts(make_world):
+    # Given five queued jobs and an account pause probed every 0.3 s
+    world = make_world(account_pause_seconds=0.3)
+    ids = world.add(5)
+    world.queue.pause_fleet("406: Insufficient credits. Your balance is $0.0000")
+    assert world.queue.dispatch().submits == []
+    for job_id in ids:
+        admission = world.limiter.admit("submit", job_id)
+        assert (admission.verdict, admission.reason) == (
+            "paused",
+            "406: Insufficient credits. Your balance is $0.0000",
+        )
+    # When the probe is due, one job is handed out and only that one may call
+    time.sleep(0.35)
+    [probe] = world.queue.dispatch().submits
+    assert world.limiter.admit("submit", probe).verdict == "go"
+    assert {world.limiter.admit("submit", j).verdict for j in ids if j != probe} == {"paused"}
+    # Then its acceptance ends the pause for everyone
+    world.queue.begin_submit(probe)
+    world.queue.record_submitted(probe, "req-probe", 5.0)
+    assert {world.limiter.admit("submit", j).verdict for j in ids} == {"go"}
+
+
+def test_a_submit_sent_before_the_pause_does_not_end_it(make_world):
+    world = make_world()
+    early, later = world.add(2)
+    assert world.queue.dispatch().submits == [early, later]
+    world.queue.begin_submit(early)
+    world.queue.pause_fleet("401: Unauthorized")  # another task's call was refused meanwhile
+    world.queue.record_submitted(early, "req-early", 5.0)  # answered after the pause began
+    assert world.store.redis.hget(redis_keys.FLEET, "paused") == "1"
+    assert world.limiter.admit("submit", later).verdict == "paused"
+
+
+def test_a_manual_pause_stops_even_the_probe_until_resume(make_world):
+    world = make_world(account_pause_seconds=0.2)
+    [job_id] = world.add(1)
+    world.queue.pause_fleet("403: Forbidden")
+    world.store.pause_fleet("maintenance")
+    time.sleep(0.25)
+    assert world.queue.dispatch().submits == []
+    assert world.limiter.admit("submit", job_id).reason == "maintenance"
+    world.store.resume_fleet()
+    assert world.queue.dispatch().submits == [job_id]
+    assert world.limiter.admit("submit", job_id).verdict == "go"
+
+
+def test_with_celerys_rate_limit_429s_neither_hold_nor_teach_the_fleet(make_world):
+    world = make_world(rate_limiter="celery", submit_rate_limit=30.0)
+    [job_id] = world.add(1)
+    assert world.limiter.rate_limited("submit", 5.0) == 0.0
+    assert world.limiter.admit("submit", job_id).verdict == "go"
+    assert world.budget() == {}
+
+
+def test_result_fetches_take_evenly_spaced_poll_slots(make_world):
+    world = make_world(poll_rate_limit=600.0)  # 10 a second, 9.8 with the safety factor
+    waits = [world.limiter.take_slot("poll") for _ in range(4)]
+    assert waits[0] == pytest.approx(0.0, abs=0.01)
+    assert [b - a for a, b in itertools.pairwise(waits)] == pytest.approx(
+        [60 / (600 * 0.98)] * 3, abs=0.01
+    )
+
+
+def test_budgets_are_named_by_a_hash_of_the_api_key_never_the_key(make_world):
+    world = make_world(submit_rate_limit=60.0)
+    world.add(3)
+    world.submit_dispatched()
+    world.limiter.rate_limited("submit", 1.0)
+    keys = list(world.store.redis.scan_iter("segq:rate:*"))
+    assert keys and all(API_KEY not in key for key in keys)
+    values = [str(v) for key in keys if key.endswith(":submit") for v in world.budget().values()]
+    assert all(API_KEY not in value for value in values)

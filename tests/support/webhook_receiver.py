@@ -1,0 +1,76 @@
+"""A webhook receiver on loopback for tests: it keeps every POST and answers as scripted."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ReceivedPost:
+    """One delivery as it arrived: the raw body (what the signature covers) and headers."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def job(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    """Answers the first POSTs with ``script``'s status codes in order, then ``then_status``."""
+
+    script: list[int]
+    then_status: int
+    url: str = ""
+    posts: list[ReceivedPost] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self.lock:
+            status = self.script.pop(0) if self.script else self.then_status
+            self.posts.append(ReceivedPost(path, headers, body, status))
+        return status
+
+    def posts_for(self, job_id: str) -> list[ReceivedPost]:
+        with self.lock:
+            return [post for post in self.posts if post.job["job_id"] == job_id]
+
+
+@contextmanager
+def run_webhook_receiver(
+    script: Sequence[int] = (), then_status: int = 200
+) -> Iterator[WebhookReceiver]:
+    """A receiver on 127.0.0.1 and a free port, stopped on exit (also when the test fails)."""
+    receiver = WebhookReceiver(list(script), then_status)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status = receiver.answer(self.path, dict(self.headers.items()), body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the test asserts on ``posts``, not on stderr."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/segq"
+    thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

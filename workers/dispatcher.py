@@ -1,0 +1,67 @@
+"""The dispatcher: a thread in every worker process that feeds the broker from the job store.
+
+Each step is one script call (``DispatchQueue.dispatch``) that decides, atomically for the
+whole fleet, which submits the budget allows and which polls are due; the thread publishes
+them and sleeps until the next step is worth taking (the next due poll, the next budget slot)
+or ``dispatch_idle_s`` at most, so an interactive job waits a fraction of a second. Several
+dispatchers (one per worker) are safe: the script hands each job to one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from shared.dispatch_queue import DispatchPlan, DispatchQueue
+from shared.errors import StoreError
+
+log = logging.getLogger("segq.dispatcher")
+
+MAX_ITEMS_PER_STEP = 64
+STORE_ERROR_PAUSE_S = 1.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: DispatchQueue,
+        publish: Callable[[DispatchPlan], None],
+        *,
+        idle_s: float,
+    ) -> None:
+        self.queue = queue
+        self.publish = publish
+        self.idle_s = idle_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="segq-dispatcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def step(self) -> float:
+        """One dispatch and publish; returns how long to wait before the next."""
+        plan = self.queue.dispatch(MAX_ITEMS_PER_STEP)
+        if plan.submits or plan.polls:
+            self.publish(plan)
+        if len(plan.submits) + len(plan.polls) >= MAX_ITEMS_PER_STEP:
+            return 0.0
+        return min(plan.wake_in_s, self.idle_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait_s = self.step()
+            except StoreError as exc:
+                log.warning("dispatcher: %s; trying again in %.0fs", exc, STORE_ERROR_PAUSE_S)
+                wait_s = STORE_ERROR_PAUSE_S
+            except Exception:
+                log.exception("dispatcher step failed; leases will republish what it held")
+                wait_s = STORE_ERROR_PAUSE_S
+            if wait_s > 0:
+                self._stop.wait(wait_s)

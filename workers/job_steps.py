@@ -1,0 +1,162 @@
+"""The two steps of a job's run upstream: submit it once, poll it until it ends.
+
+Each step is one task run; neither sleeps waiting on Segmind: between polls the job waits in
+the job store (``segq:due``), holding no worker slot. Tasks branch on the error tree's classes:
+transient -> retry with backoff, 429 -> the fleet holds off and the job keeps its place,
+account -> the fleet pauses and the job stays queued, job-level -> the job fails with the
+upstream's own detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pydantic import ValidationError
+
+from shared.errors import (
+    AccountError,
+    JobRejected,
+    RateLimited,
+    TransientError,
+)
+from shared.job_model import JobFailure, JobState
+from shared.request_model import GenerationRequest
+from shared.upstream_answers import ResultAnswer
+from shared.upstream_timing import compute_backoff_s, next_poll_delay_s
+from workers.outputs import collect_outputs
+from workers.runtime import Runtime
+
+log = logging.getLogger("segq.jobs")
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+MAX_INLINE_WAIT_S = 2.0
+"""A result fetch waits this long at most for a poll slot inside the task; longer, and the
+job goes back to the job store to be polled again when the budget allows."""
+
+
+def submit_job(rt: Runtime, job_id: str) -> bool:
+    """Submits a claimed job once; True if it reached Segmind's queue (a poll must follow)."""
+    claim = rt.queue.begin_submit(job_id)
+    if claim.outcome != "go":
+        log.debug("job %s: submit skipped (%s)", job_id, claim.outcome)
+        return False
+    try:
+        request = GenerationRequest.model_validate(claim.params)
+    except ValidationError as exc:
+        failure = JobFailure(kind="invalid_params", detail=str(exc))
+        rt.queue.finish(job_id, JobState.FAILED, failure=failure)
+        return False
+    admission = rt.limiter.admit("submit", job_id)
+    if admission.verdict != "go":
+        rt.queue.requeue_front(job_id)
+        log.debug("job %s: not submitted, fleet %s", job_id, admission.verdict)
+        return False
+    try:
+        accepted = rt.client.submit(request.upstream_body())
+    except RateLimited as exc:
+        hold_s = rt.limiter.rate_limited("submit", exc.retry_after_s)
+        rt.queue.requeue_front(job_id)
+        log.info("job %s: rate limited on submit; fleet holds %.1fs", job_id, hold_s)
+        return False
+    except AccountError as exc:
+        rt.queue.pause_fleet(f"{exc.http_status}: {exc.detail}")
+        rt.queue.requeue_front(job_id)
+        log.warning("job %s: account error, fleet paused: %s", job_id, exc.detail)
+        return False
+    except JobRejected as exc:
+        _fail(rt, job_id, JobFailure.from_error(exc))
+        return False
+    except TransientError as exc:
+        _retry(rt, job_id, claim.attempts, exc)
+        return False
+    first_poll_in_s = _next_poll_in(rt, elapsed_s=0.0, polls=0)
+    state = rt.queue.record_submitted(job_id, accepted.request_id, first_poll_in_s)
+    log.info("job %s submitted request_id=%s state=%s", job_id, accepted.request_id, state)
+    return state is JobState.SUBMITTED
+
+
+def poll_job(rt: Runtime, job_id: str, token: str) -> None:
+    """Asks Segmind about a job once; stores the outcome, or when to ask again."""
+    ticket = rt.queue.begin_poll(job_id, token)
+    if ticket is None:
+        return
+    admission = rt.limiter.admit("poll", job_id)
+    if admission.verdict == "hold":
+        rt.queue.defer(job_id, admission.wait_s)
+        return
+    try:
+        status = rt.client.status(ticket.request_id)
+        if status.status in ("QUEUED", "PROCESSING"):
+            next_in = _next_poll_in(rt, ticket.elapsed_s, ticket.polls)
+            rt.queue.record_progress(job_id, token, status.status, next_in)
+            return
+        wait_s = rt.limiter.take_slot("poll")
+        if wait_s > MAX_INLINE_WAIT_S:
+            rt.queue.defer(job_id, wait_s)
+            return
+        time.sleep(wait_s)
+        _complete(rt, job_id, rt.client.result(ticket.request_id), ticket.elapsed_s)
+    except RateLimited as exc:
+        rt.queue.defer(job_id, rt.limiter.rate_limited("poll", exc.retry_after_s))
+    except AccountError as exc:
+        rt.queue.pause_fleet(f"{exc.http_status}: {exc.detail}")
+        rt.queue.defer(job_id, rt.settings.account_pause_seconds)
+    except JobRejected as exc:
+        metrics = getattr(exc, "metrics", None)
+        _fail(rt, job_id, JobFailure.from_error(exc), metrics)
+    except TransientError as exc:
+        _retry(rt, job_id, ticket.attempts, exc)
+
+
+def _complete(rt: Runtime, job_id: str, result: ResultAnswer, elapsed_s: float) -> None:
+    outputs = collect_outputs(rt, job_id, result)
+    ending = rt.queue.finish(
+        job_id, JobState.COMPLETED, outputs=outputs, metrics=dict(result.metrics)
+    )
+    if not ending.ended:
+        return
+    rt.observe_duration(_upstream_seconds(result.metrics, elapsed_s))
+    log.info("job %s completed outputs=%d elapsed=%.2fs", job_id, len(outputs), elapsed_s)
+    if ending.notify:
+        _notify(job_id)
+
+
+def _fail(rt: Runtime, job_id: str, failure: JobFailure, metrics: dict | None = None) -> None:
+    ending = rt.queue.finish(job_id, JobState.FAILED, failure=failure, metrics=metrics)
+    if ending.ended:
+        log.info("job %s failed kind=%s detail=%s", job_id, failure.kind, failure.detail)
+        if ending.notify:
+            _notify(job_id)
+
+
+def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError) -> None:
+    delay_s = compute_backoff_s(attempts + 1, BACKOFF_BASE_S, BACKOFF_CAP_S, rt.rng)
+    ending = rt.queue.retry_later(job_id, delay_s, JobFailure.from_error(exc))
+    if ending.ended:
+        log.info("job %s failed kind=retries_exhausted last=%s", job_id, exc)
+        if ending.notify:
+            _notify(job_id)
+    else:
+        log.info("job %s: transient %s; retry in %.1fs", job_id, exc, delay_s)
+
+
+def _notify(job_id: str) -> None:
+    from workers.tasks import notify
+
+    notify.apply_async((job_id,))
+
+
+def _next_poll_in(rt: Runtime, elapsed_s: float, polls: int) -> float:
+    with rt.durations_lock:
+        return next_poll_delay_s(
+            elapsed_s, rt.durations, polls, min_s=0.1, max_s=rt.settings.poll_max_interval_s
+        )
+
+
+def _upstream_seconds(metrics: dict[str, float], elapsed_s: float) -> float:
+    """How long the job took upstream: Segmind's own total when it says, else what we saw."""
+    if "total_time" in metrics:
+        return float(metrics["total_time"])
+    return float(metrics.get("queue_time", 0.0)) + float(metrics.get("inference_time", elapsed_s))

@@ -1,0 +1,57 @@
+"""What a worker process talks to, made once per process after any fork.
+
+An httpx client or Redis pool made before a prefork fork would share sockets between children
+(celery-notes), so nothing here is built at import time: ``runtime()`` builds it on first use
+in the process that uses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+
+from shared.dispatch_queue import DispatchQueue
+from shared.fleet_limiter import FleetLimiter
+from shared.job_store import JobStore
+from shared.segmind_client import SegmindClient
+from shared.settings import Settings, get_settings
+from shared.upstream_timing import DurationEstimate
+
+WEBHOOK_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: JobStore
+    queue: DispatchQueue
+    limiter: FleetLimiter
+    client: SegmindClient
+    durations: DurationEstimate
+    webhooks: httpx.Client
+    durations_lock: threading.Lock = field(default_factory=threading.Lock)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def observe_duration(self, seconds: float) -> None:
+        """Teaches the poll timing how long jobs take upstream (tasks run in threads)."""
+        with self.durations_lock:
+            self.durations.observe(seconds)
+
+
+@functools.cache
+def runtime() -> Runtime:
+    settings = get_settings()
+    store = JobStore.from_settings(settings)
+    return Runtime(
+        settings=settings,
+        store=store,
+        queue=DispatchQueue(store, settings),
+        limiter=FleetLimiter(store.redis, settings),
+        client=SegmindClient.from_settings(settings, max_connections=settings.worker_concurrency),
+        durations=DurationEstimate(),
+        webhooks=httpx.Client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False),
+    )

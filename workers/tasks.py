@@ -1,0 +1,42 @@
+"""segq's Celery tasks. Messages carry job ids (and a poll token), never prompts or keys."""
+
+from __future__ import annotations
+
+from celery import Task
+
+from shared.dispatch_queue import DispatchPlan
+from workers.celery_app import app
+from workers.job_steps import poll_job, submit_job
+from workers.notifications import deliver_notifications
+from workers.runtime import runtime
+
+
+@app.task(name="segq.submit", ignore_result=True)
+def submit(job_id: str) -> None:
+    """Submits a job to Segmind once (the job store's claim makes a redelivery harmless)."""
+    submit_job(runtime(), job_id)
+
+
+@app.task(name="segq.poll", ignore_result=True)
+def poll(job_id: str, token: str) -> None:
+    """Asks Segmind about a job once; only the holder of the job's current token does."""
+    poll_job(runtime(), job_id, token)
+
+
+@app.task(name="segq.notify", bind=True, ignore_result=True, max_retries=None)
+def notify(self: Task, job_id: str, targets: list[str] | None = None) -> None:
+    """Tells a job's callback task and webhook that it ended; retries only the targets that
+    failed, with backoff (bounded by webhook_max_attempts, each try recorded on the job)."""
+    attempt = self.request.retries + 1
+    next_try = deliver_notifications(runtime(), job_id, attempt, app.send_task, targets)
+    if next_try is not None:
+        raise self.retry(args=(job_id, next_try.targets), countdown=next_try.in_s)
+
+
+def publish_plan(plan: DispatchPlan) -> None:
+    """Publishes one dispatcher step's tasks; a failed publish is covered by the job's lease."""
+    with app.producer_or_acquire() as producer:
+        for job_id in plan.submits:
+            submit.apply_async((job_id,), producer=producer)
+        for job_id, token in plan.polls:
+            poll.apply_async((job_id, token), producer=producer)
