@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import click
 
+import producer.commands
 from shared.errors import SegqError
 
-COMMAND_MODULES = (
-    "sandbox",
-    "worker",
-    "flower",
-    "metrics",
-)
-"""Modules of `producer.commands`; each exposes a click command of the same name."""
+COMMAND_MODULES = sorted(m.name for m in pkgutil.iter_modules(producer.commands.__path__))
+"""Modules of `producer.commands`; each exposes a click command of the same name, so a new
+command is a new module and nothing else changes."""
 
 
 class SegqGroup(click.Group):
