@@ -12,6 +12,37 @@ from shared.local_redis import LocalRedis, start_local_redis
 pytest_plugins = ["tests.support.fleet"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="run the chaos suite (tests/integration/test_chaos.py) as a soak of this many "
+        "minutes, with more jobs and repeated faults and kills; without it, the CI size runs",
+    )
+    parser.addoption(
+        "--chaos-figures",
+        default=None,
+        metavar="PATH",
+        help="also write the chaos suite's figures (JSON, one object per broker) to PATH",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "chaos: the chaos suite; --soak MINUTES makes it a soak")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A soak outlasts the default per-test timeout: give the chaos tests its length plus 15 min."""
+    minutes = config.getoption("--soak")
+    if minutes is None:
+        return
+    for item in items:
+        if item.get_closest_marker("chaos"):
+            item.add_marker(pytest.mark.timeout(minutes * 60 + 900), append=False)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[LocalRedis]:
     """One private redis-server for the whole run; each test gets it empty (see redis_url)."""
