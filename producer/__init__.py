@@ -1,0 +1,34 @@
+"""segq's producer: the Python API (sync and asyncio) and, in ``producer.cli``, the `segq` command.
+
+Everything an app needs is importable from here; the names in ``__all__`` are the public API.
+"""
+
+from producer.api import JobHandle, Producer
+from producer.api_async import AsyncJobHandle, AsyncProducer
+from producer.enqueueing import BatchLine, BatchReceipt
+from producer.failures import FailureReason
+from shared.errors import InputError, JobNotCompleted, JobNotFound, SegqError, WaitTimeout
+from shared.job_model import Job, JobFailure, JobState
+from shared.job_store import BatchSummary, FleetState
+from shared.request_model import GenerationRequest
+
+__all__ = [
+    "AsyncJobHandle",
+    "AsyncProducer",
+    "BatchLine",
+    "BatchReceipt",
+    "BatchSummary",
+    "FailureReason",
+    "FleetState",
+    "GenerationRequest",
+    "InputError",
+    "Job",
+    "JobFailure",
+    "JobHandle",
+    "JobNotCompleted",
+    "JobNotFound",
+    "JobState",
+    "Producer",
+    "SegqError",
+    "WaitTimeout",
+]

@@ -7,6 +7,8 @@ never on status codes or message text::
     ├── ConfigurationError        a setting is missing, out of range or misspelt
     ├── InputError                producer input refused at the edge (names field and line)
     ├── JobNotFound               no job or batch with that id (never created, or past retention)
+    ├── JobNotCompleted           a job awaited for its result ended failed or cancelled
+    ├── WaitTimeout               a job awaited for its result had not ended in time
     ├── StoreError                Redis did not answer or refused a command
     └── UpstreamError             Segmind (or the sandbox) answered badly or not at all
         ├── TransientError        connection errors, timeouts, 5xx, bodies that are not JSON:
@@ -22,6 +24,11 @@ no HTTP answer produces, ``retries_exhausted`` and ``cancelled``, are recorded b
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # job_model imports this module: the record's type is for annotations only
+    from shared.job_model import Job
 
 
 class SegqError(Exception):
@@ -46,6 +53,23 @@ class InputError(SegqError):
 
 class JobNotFound(SegqError):
     """No job or batch by that id: never created, mistyped, or removed after its retention."""
+
+
+class JobNotCompleted(SegqError):
+    """The awaited job ended failed or cancelled; ``job`` is its record (``job.error`` says why)."""
+
+    def __init__(self, job: Job) -> None:
+        reason = f": {job.error.kind}: {job.error.detail}" if job.error else ""
+        super().__init__(f"job {job.job_id} ended {job.state.value}{reason}")
+        self.job = job
+
+
+class WaitTimeout(SegqError):
+    """The awaited job had not ended when the timeout ran out; ``job`` is how it was then."""
+
+    def __init__(self, job: Job, timeout_s: float) -> None:
+        super().__init__(f"job {job.job_id} is still {job.state.value} after {timeout_s:g} s")
+        self.job = job
 
 
 class StoreError(SegqError):

@@ -9,6 +9,7 @@ same records is ``shared.dispatch_queue``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,8 @@ SCRIPT_CHUNK = 200
 """Jobs per add_jobs script call: long enough to amortise the call, short enough that Redis
 never blocks other clients for more than a millisecond or so."""
 READ_CHUNK = 500
+EVENTS_DRAINED = 10_000
+"""Most end events taken off a batch subscription before the batch is read again."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,24 @@ class BatchSummary(BaseModel):
     def eta_s(self, now: float) -> float | None:
         rate = self.throughput_per_s(now)
         return (self.total - self.done) / rate if rate else None
+
+
+class FleetState(BaseModel):
+    """Whether the fleet submits: a pause (manual, or automatic on account trouble) and why."""
+
+    paused: bool
+    reason: str | None = None
+    since: float | None = None
+    manual: bool = False
+
+
+def decode_fleet_state(fields: dict[str, str]) -> FleetState:
+    if not fields.get("paused"):
+        return FleetState(paused=False)
+    since = fields.get("since")
+    return FleetState(paused=True, reason=fields.get("reason"),
+                      since=float(since) if since else None,
+                      manual=fields.get("manual") == "1")  # fmt: skip
 
 
 class JobStore:
@@ -144,9 +165,7 @@ class JobStore:
     def get_batch(self, batch_id: str) -> BatchSummary:
         with store_errors():
             fields = self.redis.hgetall(redis_keys.batch(batch_id))
-        if not fields:
-            raise JobNotFound(f"no batch {batch_id} (mistyped, or past its retention)")
-        return _summary(batch_id, fields)
+        return summary_of(batch_id, fields)
 
     def state_counts(self) -> dict[str, int]:
         """Jobs per state across the fleet, from the counters the job scripts keep."""
@@ -156,12 +175,9 @@ class JobStore:
 
     def iter_batch_jobs(self, batch_id: str) -> Iterator[Job]:
         """The batch's jobs in line order, read a chunk at a time (flat memory)."""
-        last_line = int(self.redis.hget(redis_keys.batch(batch_id), "max_line") or 0)
-        for first in range(1, last_line + 1, READ_CHUNK):
-            ids = [
-                batch_job_id(batch_id, n)
-                for n in range(first, min(first + READ_CHUNK, last_line + 1))
-            ]
+        with store_errors():
+            last_line = int(self.redis.hget(redis_keys.batch(batch_id), "max_line") or 0)
+        for ids in batch_id_chunks(batch_id, last_line):
             yield from (job for job in self.get_jobs(ids) if job is not None)
 
     def cancel_job(self, job_id: str) -> Job:
@@ -211,6 +227,31 @@ class JobStore:
                 elif job.batch_id:
                     job = self.get_job(job_id)  # a batch cancel ends queued jobs silently
             return job
+
+    def wait_batch(self, batch_id: str, timeout_s: float) -> BatchSummary:
+        """The batch once every job has ended, or as it is when ``timeout_s`` runs out; woken by
+        its jobs' end events (a batch cancel ends queued jobs silently: re-read each second)."""
+        deadline = time.monotonic() + timeout_s
+        with store_errors(), self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.psubscribe(redis_keys.batch_events_pattern(batch_id))
+            summary = self.get_batch(batch_id)
+            while not summary.is_terminal and (left := deadline - time.monotonic()) > 0:
+                if pubsub.get_message(timeout=min(left, 1.0)) is not None:
+                    for _ in range(EVENTS_DRAINED):  # one read answers a burst of ends
+                        if pubsub.get_message(timeout=0) is None:
+                            break
+                summary = self.get_batch(batch_id)
+            return summary
+
+    def failed_job_ids(self, batch_id: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids of the batch's failed jobs (any order), to group their reasons."""
+        with store_errors():
+            ids = self.redis.sscan_iter(redis_keys.batch_failed(batch_id), count=limit)
+            return list(itertools.islice(ids, limit))
+
+    def fleet_state(self) -> FleetState:
+        with store_errors():
+            return decode_fleet_state(self.redis.hgetall(redis_keys.FLEET))
 
     def notification_targets(self, job_id: str) -> tuple[str | None, str | None]:
         """(callback task, webhook URL) to tell when the job ends: its own, else its batch's."""
@@ -279,6 +320,14 @@ def decode_job_reads(job_ids: Sequence[str], replies: Sequence[Any]) -> list[Job
     return jobs
 
 
+def batch_id_chunks(batch_id: str, last_line: int) -> Iterator[list[str]]:
+    """The ids a batch's lines can have, ``READ_CHUNK`` at a time (lines may have gaps)."""
+    for first in range(1, last_line + 1, READ_CHUNK):
+        yield [
+            batch_job_id(batch_id, n) for n in range(first, min(first + READ_CHUNK, last_line + 1))
+        ]
+
+
 def batch_job_id(batch_id: str, line: int) -> str:
     """A batch job's id: the batch and the line, so membership costs no key per job."""
     return f"{batch_id}.{line}"
@@ -290,7 +339,11 @@ def batch_of(job_id: str) -> str | None:
     return batch_id if dot else None
 
 
-def _summary(batch_id: str, fields: dict[str, str]) -> BatchSummary:
+def summary_of(batch_id: str, fields: dict[str, str]) -> BatchSummary:
+    """The summary from the batch hash's fields; JobNotFound when there are none."""
+    if not fields:
+        raise JobNotFound(f"no batch {batch_id} (mistyped, or past its retention)")
+
     def when(name: str) -> float | None:
         return float(fields[name]) if name in fields else None
 

@@ -1,13 +1,14 @@
 """The job store's producer operations for asyncio code (``redis.asyncio``).
 
 The same scripts, keys and decoding as ``shared.job_store`` (this module only awaits the
-calls), so the two cannot drift: enqueue, read, wait on a job's end without polling, cancel.
+calls), so the two cannot drift: enqueue, read, wait on a job's or a batch's end without
+polling, cancel, retry, pause.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,12 +18,18 @@ from shared.errors import InputError, JobNotFound
 from shared.job_codec import compact_json
 from shared.job_model import Job, JobState
 from shared.job_store import (
+    EVENTS_DRAINED,
+    BatchSummary,
+    FleetState,
     JobOptions,
     NewJob,
     add_jobs_args,
+    batch_id_chunks,
+    decode_fleet_state,
     decode_job_reads,
     queue_job_reads,
     store_errors,
+    summary_of,
 )
 from shared.lua_scripts import Scripts
 from shared.settings import Settings
@@ -98,6 +105,82 @@ class AsyncJobStore:
                     await pubsub.get_message(timeout=min(left, 1.0))
                     job = await self.get_job(job_id)
                 return job
+
+    async def get_batch(self, batch_id: str) -> BatchSummary:
+        with store_errors():
+            fields = await self.redis.hgetall(redis_keys.batch(batch_id))
+        return summary_of(batch_id, fields)
+
+    async def iter_batch_jobs(self, batch_id: str) -> AsyncIterator[Job]:
+        """The batch's jobs in line order, read a chunk at a time (flat memory)."""
+        with store_errors():
+            last_line = int(await self.redis.hget(redis_keys.batch(batch_id), "max_line") or 0)
+        for ids in batch_id_chunks(batch_id, last_line):
+            for job in await self.get_jobs(ids):
+                if job is not None:
+                    yield job
+
+    async def cancel_batch(self, batch_id: str) -> BatchSummary:
+        with store_errors():
+            if await self.run_script("cancel_batch", batch_id) == -1:
+                raise JobNotFound(f"no batch {batch_id} (mistyped, or past its retention)")
+        return await self.get_batch(batch_id)
+
+    async def retry_job(self, job_id: str) -> bool:
+        with store_errors():
+            return bool(await self.run_script("retry_job", job_id))
+
+    async def retry_batch(self, batch_id: str) -> int:
+        summary = await self.get_batch(batch_id)
+        if summary.cancelled_at is not None:
+            raise InputError(f"batch {batch_id} was cancelled; nothing of it runs again")
+        with store_errors():
+            failed_key = redis_keys.batch_failed(batch_id)
+            failed = [job_id async for job_id in self.redis.sscan_iter(failed_key, count=1000)]
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in failed:
+                await self.run_script("retry_job", job_id, client=pipe)
+            return sum(1 for state in await pipe.execute() if state)
+
+    async def failed_job_ids(self, batch_id: str, limit: int) -> list[str]:
+        ids: list[str] = []
+        with store_errors():
+            async for job_id in self.redis.sscan_iter(
+                redis_keys.batch_failed(batch_id), count=limit
+            ):
+                if len(ids) >= limit:
+                    break
+                ids.append(job_id)
+        return ids
+
+    async def wait_batch(self, batch_id: str, timeout_s: float) -> BatchSummary:
+        """As ``JobStore.wait_batch``: woken by the batch's end events, re-read each second."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        with store_errors():
+            async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.psubscribe(redis_keys.batch_events_pattern(batch_id))
+                summary = await self.get_batch(batch_id)
+                while not summary.is_terminal and (left := deadline - loop.time()) > 0:
+                    if await pubsub.get_message(timeout=min(left, 1.0)) is not None:
+                        for _ in range(EVENTS_DRAINED):
+                            if await pubsub.get_message(timeout=0) is None:
+                                break
+                    summary = await self.get_batch(batch_id)
+                return summary
+
+    async def fleet_state(self) -> FleetState:
+        with store_errors():
+            return decode_fleet_state(await self.redis.hgetall(redis_keys.FLEET))
+
+    async def pause_fleet(self, reason: str) -> None:
+        """A manual pause, until ``resume_fleet`` (see ``JobStore.pause_fleet``)."""
+        with store_errors():
+            await self.run_script("pause", "pause", reason, "1", 60)
+
+    async def resume_fleet(self) -> None:
+        with store_errors():
+            await self.run_script("pause", "resume", "", "0", 0)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

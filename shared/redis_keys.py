@@ -15,7 +15,8 @@ segq:due                            zset    none; job -> next poll, retry or end
 segq:polling                        zset    none; job -> end of its poll lease, while its poll
                                             task waits in the broker (the poll window)
 segq:inflight                       zset    none; job -> submitted_at, until the job ends
-segq:events:{job_id}                pubsub  -; the job's end, published by the ending script
+segq:events:{job_id}                pubsub  -; the job's end, published by the ending script;
+                                            a batch's waiters match segq:events:{batch_id}.*
 segq:stats                          hash    none; jobs per state, fleet-wide (job scripts)
 segq:metrics                        hash    none; counters and histogram buckets (workers)
 segq:fleet                          hash    none; pause state and interactive streak
@@ -73,6 +74,12 @@ def bulk_lane(batch_id: str | None) -> str:
 
 def events(job_id: str) -> str:
     return EVENTS_PREFIX + job_id
+
+
+def batch_events_pattern(batch_id: str) -> str:
+    """The pattern of every end event of the batch's jobs (ids ``{batch_id}.{line}``); batch
+    ids hold no glob characters (the producer checks), so it matches nothing else."""
+    return f"{EVENTS_PREFIX}{batch_id}.*"
 
 
 def script_layout(retention_s: int) -> list[str | int]:

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         2 * 1024**3, ge=1, description="Largest batch file segq batch accepts."
     )
+    max_line_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Longest line of a batch file, in bytes (a line holds at most two 4,000-"
+        "character prompts and a few numbers).",
+    )
     worker_concurrency: int = Field(
         32, ge=1, le=1024, description="Threads per worker process (segq worker's default)."
     )
