@@ -59,6 +59,21 @@ class BatchReceipt:
         return (batch_job_id(self.batch_id, n) for n in range(1, self.lines + 1))
 
 
+@dataclass(frozen=True)
+class LineProblem:
+    """Why one input line cannot become a job: its number, the field (if one), the reason."""
+
+    line: int
+    reason: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return f"line {self.line}: " + (f"{self.field}: " if self.field else "") + self.reason
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line, "field": self.field, "reason": self.reason}
+
+
 def explicit_params(request: RequestLike) -> dict[str, Any]:
     """The parameters the caller gave: a model's fields that were set, a mapping's keys."""
     if isinstance(request, GenerationRequest):
@@ -69,15 +84,27 @@ def explicit_params(request: RequestLike) -> dict[str, Any]:
     return dict(request)
 
 
-def validate_request(
-    request: RequestLike, defaults: Mapping[str, Any], where: str = "request"
-) -> GenerationRequest:
-    """The request with the batch's ``defaults`` under it; InputError naming ``where`` and each
-    invalid field."""
+def request_or_problems(
+    request: RequestLike, defaults: Mapping[str, Any]
+) -> GenerationRequest | list[tuple[str | None, str]]:
+    """The request with the batch's ``defaults`` under it, or (field, reason) per problem."""
     try:
         return GenerationRequest.model_validate({**defaults, **explicit_params(request)})
     except ValidationError as exc:
-        raise InputError(f"{where} is invalid", validation_problems(exc, where)) from None
+        return field_problems(exc)
+    except InputError as exc:
+        return [(None, str(exc))]
+
+
+def validate_request(
+    request: RequestLike, defaults: Mapping[str, Any], where: str = "request"
+) -> GenerationRequest:
+    """``request_or_problems``, raising InputError that names ``where`` and each field."""
+    valid = request_or_problems(request, defaults)
+    if isinstance(valid, GenerationRequest):
+        return valid
+    problems = [f"{where}: " + (f"{field}: " if field else "") + why for field, why in valid]
+    raise InputError(f"{where} is invalid", problems)
 
 
 def stored_params(request: GenerationRequest, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,12 +119,9 @@ def validate_defaults(defaults: Mapping[str, Any], where: str = "defaults") -> d
     """Batch-wide parameter defaults, typed by the request model (``"8"`` becomes 8)."""
     unknown = [name for name in defaults if name not in MODEL_DEFAULTS]
     if unknown:
-        raise InputError(f"{where}: unknown parameter", [unknown_parameter(n) for n in unknown])
-    probe = {"prompt": "-", **defaults}
-    try:
-        valid = GenerationRequest.model_validate(probe)
-    except ValidationError as exc:
-        raise InputError(f"{where} are invalid", validation_problems(exc, where)) from None
+        problems = [f"{where}: {name}: {unknown_parameter(name)}" for name in unknown]
+        raise InputError(f"{where}: unknown parameter", problems)
+    valid = validate_request({"prompt": "-", **defaults}, {}, where)
     return valid.model_dump(include=set(defaults))
 
 
@@ -112,27 +136,23 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
     return assigned
 
 
-def validation_problems(exc: ValidationError, where: str) -> list[str]:
-    """One line per invalid field: where, the field, what is wrong and what was given."""
-    return [f"{where}: {problem}" for problem in field_problems(exc)]
-
-
-def field_problems(exc: ValidationError) -> list[str]:
-    problems = []
+def field_problems(exc: ValidationError) -> list[tuple[str | None, str]]:
+    """(field, what is wrong and what was given) for each of pydantic's errors."""
+    problems: list[tuple[str | None, str]] = []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "parameters"
+        field = ".".join(str(part) for part in error["loc"]) or None
         if error["type"] == "extra_forbidden":
-            problems.append(unknown_parameter(field))
+            problems.append((field, unknown_parameter(str(field))))
             continue
         given = "" if error["type"] == "missing" else f" (got {shown(error['input'])})"
-        problems.append(f"{field}: {error['msg']}{given}")
+        problems.append((field, f"{error['msg']}{given}"))
     return problems
 
 
 def unknown_parameter(name: str) -> str:
     close = difflib.get_close_matches(name, parameter_names(), n=1)
     hint = f"did you mean {close[0]}?" if close else "known: " + ", ".join(parameter_names())
-    return f"{name}: unknown parameter ({hint})"
+    return f"unknown parameter ({hint})"
 
 
 def shown(value: Any) -> str:

@@ -1,0 +1,28 @@
+"""`segq retry ID`: run a batch's failed jobs again, or one failed job."""
+
+from __future__ import annotations
+
+import click
+
+from producer.terminal import find, json_option, open_producer, people, print_json
+from shared.job_model import Job
+
+
+@click.command()
+@click.argument("target_id", metavar="ID")
+@json_option
+def retry(target_id: str, as_json: bool) -> None:
+    """Queue failed jobs again: every failed job of a batch, or the one job. A job that
+    Segmind still knows resumes polling its request instead of paying for a new one."""
+    with open_producer() as producer:
+        target = find(producer, target_id)
+        if isinstance(target, Job):
+            retried = int(producer.retry(target.job_id))
+            key, target_id = "job_id", target.job_id
+        else:
+            retried = producer.retry_batch(target.batch_id)
+            key, target_id = "batch_id", target.batch_id
+    if as_json:
+        print_json({key: target_id, "retried": retried})
+    else:
+        people().print(f"{target_id}: {retried:,} failed job{'s' * (retried != 1)} queued again")

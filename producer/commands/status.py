@@ -1,0 +1,36 @@
+"""`segq status ID`: a job, or a batch (counts per state, throughput, ETA, failure reasons
+grouped) with the fleet's pause if there is one."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+from rich.console import Console
+
+from producer.status_view import batch_head_json, job_view, print_batch, write_batch_json
+from producer.terminal import find, json_option, open_producer, print_json
+from shared.job_model import Job
+
+
+@click.command()
+@click.argument("target_id", metavar="ID")
+@json_option
+def status(target_id: str, as_json: bool) -> None:
+    """Show a job or a batch. --json prints the job object, or for a batch
+    {"batch_id", "counts", ..., "jobs": [job objects]}."""
+    with open_producer() as producer:
+        target = find(producer, target_id)
+        if isinstance(target, Job):
+            if as_json:
+                print_json(target.to_json())
+            else:
+                Console(highlight=False).print(job_view(target))
+            return
+        if not as_json:
+            print_batch(Console(highlight=False), producer, target)
+            return
+        reasons = producer.failure_reasons(target.batch_id) if target.counts["failed"] else []
+        head = batch_head_json(target, reasons, producer.fleet_state(), time.time())
+        write_batch_json(head, producer.iter_batch_jobs(target.batch_id), sys.stdout)

@@ -1,0 +1,143 @@
+"""How a job's and a batch's status read: rich tables for people, the JSON form for machines.
+
+A batch's JSON holds every job, so it is written as a stream (a chunk of reads at a time), never
+built whole: ``segq status BATCH --json`` on a million jobs uses the memory of one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from producer.failures import FailureReason
+from shared.job_model import Job, JobState, iso_time
+from shared.job_store import BatchSummary, FleetState
+
+
+def batch_head_json(
+    summary: BatchSummary, reasons: list[FailureReason], fleet: FleetState, now: float
+) -> dict[str, Any]:
+    """Everything of ``segq status BATCH --json`` but its jobs."""
+    return {
+        "batch_id": summary.batch_id,
+        "total": summary.total,
+        "counts": summary.counts,
+        "throughput_per_s": summary.throughput_per_s(now),
+        "eta_s": summary.eta_s(now),
+        "failures_by_kind": summary.failures_by_kind,
+        "failure_reasons": [reason.model_dump() for reason in reasons],
+        "created_at": iso_time(summary.created_at),
+        "finished_at": iso_time(summary.finished_at),
+        "cancelled_at": iso_time(summary.cancelled_at),
+        "priority": summary.priority,
+        "source": summary.source,
+        "fleet": fleet_json(fleet),
+    }
+
+
+def fleet_json(fleet: FleetState) -> dict[str, Any]:
+    return {"paused": fleet.paused, "reason": fleet.reason, "since": iso_time(fleet.since),
+            "manual": fleet.manual}  # fmt: skip
+
+
+def write_batch_json(head: dict[str, Any], jobs: Iterable[Job], out: TextIO) -> None:
+    """``head`` with a ``jobs`` list, written one job at a time."""
+    opening = json.dumps(head, ensure_ascii=False)
+    out.write(opening[:-1] + ', "jobs": [')
+    for n, job in enumerate(jobs):
+        out.write(("," if n else "") + json.dumps(job.to_json(), ensure_ascii=False))
+    out.write("]}\n")
+
+
+def job_view(job: Job) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, str | None]] = [
+        ("job", job.job_id),
+        ("state", job.state.value),
+        ("batch", f"{job.batch_id} line {job.line}" if job.batch_id else None),
+        ("prompt", str(job.params.get("prompt", ""))),
+        ("request id", job.request_id),
+        ("attempts", str(job.attempts) if job.attempts else None),
+        ("created", iso_time(job.created_at)),
+        ("finished", iso_time(job.finished_at)),
+        ("error", f"{job.error.kind} ({job.error.http_status}): {job.error.detail}"
+         if job.error else None),
+    ]  # fmt: skip
+    rows += [("output", url) for url in job.outputs]
+    for name, value in rows:
+        if value:
+            table.add_row(name, Text(value))
+    return table
+
+
+def batch_view(
+    summary: BatchSummary, reasons: list[FailureReason], fleet: FleetState, now: float
+) -> Group:
+    counts = Table(title=f"batch {summary.batch_id}", title_justify="left")
+    for state in JobState:
+        counts.add_column(state.value, justify="right")
+    counts.add_column("total", justify="right")
+    counts.add_row(*(f"{summary.counts[s.value]:,}" for s in JobState), f"{summary.total:,}")
+    parts: list[Any] = [counts, Text(pace_line(summary, now))]
+    if summary.cancelled_at is not None:
+        parts.append(Text(f"cancelled at {iso_time(summary.cancelled_at)}", style="yellow"))
+    if reasons:
+        parts.append(failures_table(reasons))
+    if fleet.paused:
+        parts.append(Text(pause_line(fleet, now), style="bold red"))
+    return Group(*parts)
+
+
+def pace_line(summary: BatchSummary, now: float) -> str:
+    rate = summary.throughput_per_s(now)
+    if summary.is_terminal:
+        return f"done: {summary.done:,} of {summary.total:,} ended" + (
+            f", {rate:.2f} jobs/s" if rate else ""
+        )
+    eta = summary.eta_s(now)
+    pace = f"{rate:.2f} jobs/s" if rate else "no job has ended yet"
+    return f"{summary.done:,} of {summary.total:,} ended; {pace}; ETA {duration(eta)}"
+
+
+def pause_line(fleet: FleetState, now: float) -> str:
+    kind = "paused by hand" if fleet.manual else "paused (account trouble)"
+    since = (
+        f" since {iso_time(fleet.since)} ({duration(now - fleet.since)} ago)" if fleet.since else ""
+    )
+    return f"fleet {kind}{since}: {fleet.reason or 'no reason given'}; segq resume to resume"
+
+
+def failures_table(reasons: list[FailureReason]) -> Table:
+    table = Table(title="failure reasons (sampled)", title_justify="left")
+    for name, justify in (("jobs", "right"), ("kind", "left"), ("http", "right"),
+                          ("detail", "left")):  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for reason in reasons:
+        status = str(reason.http_status) if reason.http_status else "-"
+        table.add_row(f"{reason.jobs:,}", reason.kind, status, Text(reason.detail))
+    return table
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (
+        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    )
+
+
+def print_batch(console: Console, producer: Any, summary: BatchSummary) -> None:
+    """The batch for people, with the fleet's pause (if any) and grouped failure reasons."""
+    reasons = producer.failure_reasons(summary.batch_id) if summary.counts["failed"] else []
+    console.print(batch_view(summary, reasons, producer.fleet_state(), time.time()))
