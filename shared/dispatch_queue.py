@@ -139,9 +139,10 @@ class DispatchQueue:
 
     def record_progress(
         self, job_id: str, token: str, upstream_status: str, next_poll_in_s: float
-    ) -> None:
+    ) -> str:
+        """Notes a poll that found the job unfinished; returns its state after (or ``stale``)."""
         with store_errors():
-            self.store.run_script(
+            return self.store.run_script(
                 "record_progress", job_id, token, upstream_status, next_poll_in_s,
                 self.poll_ok_key,
             )  # fmt: skip

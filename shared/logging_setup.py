@@ -32,6 +32,11 @@ JOB_LOGGER = "segq.jobs"
 JOB_FIELDS = ("job_id", "request_id", "state", "elapsed_s", "detail", "prompt")
 """Fields of a job transition, attached to the record (``extra``) for JSON logs."""
 
+CHATTY_LOGGERS = ("httpx", "httpcore")
+"""Libraries that log every HTTP request (httpx at INFO, httpcore each step at DEBUG): at a
+thousand calls a minute they would drown the job lines, and segq counts answers in
+``segq metrics`` instead. They log at WARNING and above only, whatever ``SEGQ_LOG_LEVEL``."""
+
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(processName)s] %(message)s"
 
 _STANDARD_RECORD_ATTRS = frozenset(
@@ -116,6 +121,8 @@ def configure_logging(settings: Settings, stream: Any = None) -> logging.Handler
     handler.setFormatter(JsonFormatter() if settings.log_json else logging.Formatter(PLAIN_FORMAT))
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     install_redaction(root.handlers, _secrets_of(settings))
     _log_prompts["enabled"] = settings.log_prompts
     return handler

@@ -11,6 +11,7 @@ Fields of ``segq:metrics`` (all HINCRBY / HINCRBYFLOAT, never reset; Prometheus 
     upstream_answers:{kind}:{http_status|none}   int    answers per call kind and HTTP status
     rate_limited:{kind}                          int    429 answers per budget kind
     budget_wait_seconds:{kind}                   float  time tasks waited for a budget slot
+    budget_waits:{kind}                          int    times a task was told to wait for one
     {histogram}_bucket:{le}                      int    observations whose smallest bucket is le
     {histogram}_sum, {histogram}_count           float, int
 
@@ -26,8 +27,9 @@ Metrics served (the ``segq_`` prefix is the exporter's):
   (``submit``, ``status``, ``result``) and HTTP status; ``http_status="none"`` is no answer
   (connection error, timeout).
 - ``segq_rate_limited_total{kind}`` (counter): 429 answers by budget (``submit``, ``poll``).
-- ``segq_budget_wait_seconds_total{kind}`` (counter): seconds tasks spent waiting for a slot
-  of the fleet's budget; its rate is how many task slots the budget keeps busy.
+- ``segq_budget_wait_seconds_total{kind}`` (counter): seconds jobs were told to wait for a
+  slot of the fleet's budget (a 429's hold, a result fetch's slot) after their task started.
+- ``segq_budget_waits_total{kind}`` (counter): how many times that happened.
 - ``segq_inference_seconds`` (histogram): Segmind's own inference time per completed job.
 - ``segq_end_to_end_seconds`` (histogram): from ``segq`` accepting a job to its end.
 - ``segq_polls_per_job`` (histogram): status calls each finished job needed.
@@ -116,9 +118,10 @@ class FleetMetrics:
             p.hincrby(redis_keys.METRICS, f"rate_limited:{_checked(kind)}", 1)
 
     def budget_wait(self, kind: str, seconds: float, pipe: Pipe | None = None) -> None:
-        """Seconds a task waited for a slot of the ``kind`` budget."""
+        """A task told to wait ``seconds`` for a slot of the ``kind`` budget."""
         with self._writing(pipe) as p:
             p.hincrbyfloat(redis_keys.METRICS, f"budget_wait_seconds:{_checked(kind)}", seconds)
+            p.hincrby(redis_keys.METRICS, f"budget_waits:{kind}", 1)
 
     def inference_seconds(self, seconds: float, pipe: Pipe | None = None) -> None:
         """Segmind's inference time of one completed job (its ``metrics``)."""
@@ -174,6 +177,7 @@ class _Recorded:
     answers: dict[tuple[str, str], float] = field(default_factory=dict)
     rate_limited: dict[str, float] = field(default_factory=dict)
     budget_wait: dict[str, float] = field(default_factory=dict)
+    budget_waits: dict[str, float] = field(default_factory=dict)
     histograms: dict[str, _Histogram] = field(default_factory=dict)
 
     @classmethod
@@ -197,6 +201,8 @@ class _Recorded:
             self.rate_limited[rest] = value
         elif head == "budget_wait_seconds":
             self.budget_wait[rest] = value
+        elif head == "budget_waits":
+            self.budget_waits[rest] = value
         elif head.endswith("_bucket") and head[: -len("_bucket")] in self.histograms:
             self.histograms[head[: -len("_bucket")]].buckets[float(rest)] = value
         elif head.endswith("_sum") and head[: -len("_sum")] in self.histograms:
@@ -281,21 +287,23 @@ def _recorded_families(recorded: _Recorded) -> Iterator[Metric]:
     for (kind, status), count in sorted(recorded.answers.items()):
         answers.add_metric([kind, status], count)
     yield answers
-    limited = CounterMetricFamily("segq_rate_limited", "429 answers by budget.", labels=["kind"])
-    for kind, count in sorted(recorded.rate_limited.items()):
-        limited.add_metric([kind], count)
-    yield limited
-    waits = CounterMetricFamily(
-        "segq_budget_wait_seconds", "Seconds tasks waited for a budget slot.", labels=["kind"]
-    )
-    for kind, seconds in sorted(recorded.budget_wait.items()):
-        waits.add_metric([kind], seconds)
-    yield waits
+    yield _by_kind("segq_rate_limited", "429 answers by budget.", recorded.rate_limited)
+    yield _by_kind("segq_budget_wait_seconds", "Seconds jobs waited for a budget slot.",
+                   recorded.budget_wait)  # fmt: skip
+    yield _by_kind("segq_budget_waits", "Times a job waited for a budget slot.",
+                   recorded.budget_waits)  # fmt: skip
     for name, (metric, doc) in HISTOGRAM_METRICS.items():
         histogram = recorded.histograms[name]
         yield HistogramMetricFamily(
             metric, doc, buckets=histogram.cumulative(), sum_value=histogram.sum
         )
+
+
+def _by_kind(name: str, doc: str, values: dict[str, float]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=["kind"])
+    for kind, value in sorted(values.items()):
+        family.add_metric([kind], value)
+    return family
 
 
 def _fleet_families(fleet: dict[str, str]) -> Iterator[Metric]:

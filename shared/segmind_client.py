@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from shared.errors import JobRejected, RequestExpired, TransientError
 from shared.request_model import MODEL_SLUG
 from shared.settings import Settings
 from shared.upstream_answers import (
+    Call,
     Reply,
     ResultAnswer,
     StatusAnswer,
@@ -44,21 +46,37 @@ MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
 
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 
+AnswerObserver = Callable[[Call, int | None], None]
+"""Told of every call's outcome: its kind and the HTTP status, or None when nothing answered
+(the workers count them for ``segq metrics``). It must not raise."""
+
 
 class SegmindClient:
     """One per process; thread-safe as its ``httpx.Client`` is (celery-notes: pools and httpx)."""
 
     def __init__(
-        self, http: httpx.Client, base_url: str, api_key: str | None, model_slug: str = MODEL_SLUG
+        self,
+        http: httpx.Client,
+        base_url: str,
+        api_key: str | None,
+        model_slug: str = MODEL_SLUG,
+        on_answer: AnswerObserver | None = None,
     ) -> None:
         self._http = http
+        self._on_answer = on_answer
         self.base_url = base_url.rstrip("/")
         self.model_slug = model_slug
         self._key_headers = {"x-api-key": api_key} if api_key else {}
         self._secret = api_key if api_key and len(api_key) >= MIN_REDACTED_KEY_CHARS else None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, max_connections: int = 64) -> SegmindClient:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        max_connections: int = 64,
+        on_answer: AnswerObserver | None = None,
+    ) -> SegmindClient:
         """A client with its own connection pool: make it after any fork, one per process.
 
         ``max_connections`` should be at least the number of threads that call it at once:
@@ -75,7 +93,7 @@ class SegmindClient:
             headers={"User-Agent": USER_AGENT},
         )
         key = settings.segmind_api_key.get_secret_value() if settings.segmind_api_key else None
-        return cls(http, settings.segmind_base_url, key)
+        return cls(http, settings.segmind_base_url, key, on_answer=on_answer)
 
     def __repr__(self) -> str:
         return f"SegmindClient(base_url={self.base_url!r}, model_slug={self.model_slug!r})"
@@ -89,15 +107,15 @@ class SegmindClient:
             raise JobRejected(f"request body is not JSON: {exc}") from exc
         path = "/v2/" + quote(self.model_slug, safe="")
         headers = {"Content-Type": "application/json"}
-        return parse_submit(self._call("POST", path, content=content, headers=headers))
+        return parse_submit(self._call("submit", path, content=content, headers=headers))
 
     def status(self, request_id: str) -> StatusAnswer:
         """``GET /v2/requests/{id}/status``; FAILED raises ``InferenceFailed``."""
-        return parse_status(self._call("GET", self._request_path(request_id) + "/status"))
+        return parse_status(self._call("status", self._request_path(request_id) + "/status"))
 
     def result(self, request_id: str) -> ResultAnswer:
         """``GET /v2/requests/{id}``: outputs of a COMPLETED request; FAILED raises."""
-        return parse_result(self._call("GET", self._request_path(request_id)))
+        return parse_result(self._call("result", self._request_path(request_id)))
 
     def download(self, url: str) -> bytes:
         """The bytes of an output URL, fetched without the API key (it may be on any host).
@@ -130,7 +148,7 @@ class SegmindClient:
 
     def _call(
         self,
-        method: str,
+        call: Call,
         path: str,
         *,
         content: bytes | None = None,
@@ -138,7 +156,7 @@ class SegmindClient:
     ) -> Reply:
         """One request to ``base_url + path`` with the key; no redirect is followed."""
         request = self._http.build_request(
-            method,
+            "POST" if call == "submit" else "GET",
             self.base_url + path,
             content=content,
             headers={**self._key_headers, **(headers or {})},
@@ -146,13 +164,19 @@ class SegmindClient:
         try:
             response = self._http.send(request, follow_redirects=False)
         except _HTTPX_ERRORS as exc:
+            self._observe(call, None)
             raise TransientError(self._redact(_describe(exc))) from exc
+        self._observe(call, response.status_code)
         return Reply(
             http_status=response.status_code,
             content=self._redact_bytes(response.content),
             headers={name: self._redact(value) for name, value in response.headers.items()},
             received_at=time.time(),
         )
+
+    def _observe(self, call: Call, http_status: int | None) -> None:
+        if self._on_answer is not None:
+            self._on_answer(call, http_status)
 
     def _read_capped(self, response: httpx.Response) -> bytes:
         chunks: list[bytes] = []

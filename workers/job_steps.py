@@ -14,6 +14,7 @@ import time
 
 from pydantic import ValidationError
 
+from shared.dispatch_queue import PollTicket
 from shared.errors import (
     AccountError,
     JobRejected,
@@ -24,6 +25,7 @@ from shared.job_model import JobFailure, JobState
 from shared.request_model import GenerationRequest
 from shared.upstream_answers import ResultAnswer
 from shared.upstream_timing import compute_backoff_s, next_poll_delay_s
+from workers import job_events
 from workers.outputs import collect_outputs
 from workers.runtime import Runtime
 
@@ -50,6 +52,8 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         return False
     admission = rt.limiter.admit("submit", job_id)
     if admission.verdict != "go":
+        if admission.verdict == "hold":
+            rt.metrics.budget_wait("submit", admission.wait_s)
         rt.queue.requeue_front(job_id)
         log.debug("job %s: not submitted, fleet %s", job_id, admission.verdict)
         return False
@@ -57,6 +61,7 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         accepted = rt.client.submit(request.upstream_body())
     except RateLimited as exc:
         hold_s = rt.limiter.rate_limited("submit", exc.retry_after_s)
+        rt.metrics.rate_limited("submit")
         rt.queue.requeue_front(job_id)
         log.info("job %s: rate limited on submit; fleet holds %.1fs", job_id, hold_s)
         return False
@@ -73,7 +78,7 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         return False
     first_poll_in_s = _next_poll_in(rt, elapsed_s=0.0, polls=0)
     state = rt.queue.record_submitted(job_id, accepted.request_id, first_poll_in_s)
-    log.info("job %s submitted request_id=%s state=%s", job_id, accepted.request_id, state)
+    job_events.submitted(rt.store.redis, job_id, accepted.request_id, state, request.prompt)
     return state is JobState.SUBMITTED
 
 
@@ -84,21 +89,24 @@ def poll_job(rt: Runtime, job_id: str, token: str) -> None:
         return
     admission = rt.limiter.admit("poll", job_id)
     if admission.verdict == "hold":
+        rt.metrics.budget_wait("poll", admission.wait_s)
         rt.queue.defer(job_id, admission.wait_s)
         return
     try:
         status = rt.client.status(ticket.request_id)
         if status.status in ("QUEUED", "PROCESSING"):
-            next_in = _next_poll_in(rt, ticket.elapsed_s, ticket.polls)
-            rt.queue.record_progress(job_id, token, status.status, next_in)
+            _note_progress(rt, job_id, token, ticket, status.status)
             return
         wait_s = rt.limiter.take_slot("poll")
+        if wait_s > 0:
+            rt.metrics.budget_wait("poll", wait_s)
         if wait_s > MAX_INLINE_WAIT_S:
             rt.queue.defer(job_id, wait_s)
             return
         time.sleep(wait_s)
         _complete(rt, job_id, rt.client.result(ticket.request_id), ticket.elapsed_s)
     except RateLimited as exc:
+        rt.metrics.rate_limited("poll")
         rt.queue.defer(job_id, rt.limiter.rate_limited("poll", exc.retry_after_s))
     except AccountError as exc:
         rt.queue.pause_fleet(f"{exc.http_status}: {exc.detail}")
@@ -110,6 +118,16 @@ def poll_job(rt: Runtime, job_id: str, token: str) -> None:
         _retry(rt, job_id, ticket.attempts, exc)
 
 
+def _note_progress(
+    rt: Runtime, job_id: str, token: str, ticket: PollTicket, upstream_status: str
+) -> None:
+    """Still QUEUED or PROCESSING upstream: when to ask again; a line when it started running."""
+    next_in = _next_poll_in(rt, ticket.elapsed_s, ticket.polls)
+    state = rt.queue.record_progress(job_id, token, upstream_status, next_in)
+    if ticket.state is JobState.SUBMITTED and state == JobState.RUNNING.value:
+        job_events.running(job_id, ticket.request_id, ticket.elapsed_s)
+
+
 def _complete(rt: Runtime, job_id: str, result: ResultAnswer, elapsed_s: float) -> None:
     outputs = collect_outputs(rt, job_id, result)
     ending = rt.queue.finish(
@@ -118,7 +136,8 @@ def _complete(rt: Runtime, job_id: str, result: ResultAnswer, elapsed_s: float) 
     if not ending.ended:
         return
     rt.observe_duration(_upstream_seconds(result.metrics, elapsed_s))
-    log.info("job %s completed outputs=%d elapsed=%.2fs", job_id, len(outputs), elapsed_s)
+    job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.COMPLETED,
+                     inference_s=result.metrics.get("inference_time"))  # fmt: skip
     if ending.notify:
         _notify(job_id)
 
@@ -126,7 +145,7 @@ def _complete(rt: Runtime, job_id: str, result: ResultAnswer, elapsed_s: float) 
 def _fail(rt: Runtime, job_id: str, failure: JobFailure, metrics: dict | None = None) -> None:
     ending = rt.queue.finish(job_id, JobState.FAILED, failure=failure, metrics=metrics)
     if ending.ended:
-        log.info("job %s failed kind=%s detail=%s", job_id, failure.kind, failure.detail)
+        job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.FAILED, failure=failure)
         if ending.notify:
             _notify(job_id)
 
@@ -135,7 +154,9 @@ def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError) -> None
     delay_s = compute_backoff_s(attempts + 1, BACKOFF_BASE_S, BACKOFF_CAP_S, rt.rng)
     ending = rt.queue.retry_later(job_id, delay_s, JobFailure.from_error(exc))
     if ending.ended:
-        log.info("job %s failed kind=retries_exhausted last=%s", job_id, exc)
+        detail = f"gave up after {attempts + 1} attempts; last error: {exc.detail}"
+        exhausted = JobFailure(kind="retries_exhausted", http_status=exc.http_status, detail=detail)
+        job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.FAILED, failure=exhausted)
         if ending.notify:
             _notify(job_id)
     else:

@@ -17,6 +17,7 @@ import httpx
 from shared.dispatch_queue import DispatchQueue
 from shared.fleet_limiter import FleetLimiter
 from shared.job_store import JobStore
+from shared.metrics import FleetMetrics
 from shared.segmind_client import SegmindClient
 from shared.settings import Settings, get_settings
 from shared.upstream_timing import DurationEstimate
@@ -33,6 +34,7 @@ class Runtime:
     client: SegmindClient
     durations: DurationEstimate
     webhooks: httpx.Client
+    metrics: FleetMetrics
     durations_lock: threading.Lock = field(default_factory=threading.Lock)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -46,12 +48,16 @@ class Runtime:
 def runtime() -> Runtime:
     settings = get_settings()
     store = JobStore.from_settings(settings)
+    metrics = FleetMetrics(store.redis)
     return Runtime(
         settings=settings,
         store=store,
         queue=DispatchQueue(store, settings),
         limiter=FleetLimiter(store.redis, settings),
-        client=SegmindClient.from_settings(settings, max_connections=settings.worker_concurrency),
+        client=SegmindClient.from_settings(
+            settings, max_connections=settings.worker_concurrency, on_answer=metrics.upstream_answer
+        ),
         durations=DurationEstimate(),
         webhooks=httpx.Client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False),
+        metrics=metrics,
     )

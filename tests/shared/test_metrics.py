@@ -61,6 +61,7 @@ def test_samples_from_several_worker_processes_add_up(redis_url, redis_client):
     assert samples[(answers, (("http_status", "none"), ("kind", "status")))] == 2
     assert samples[("segq_rate_limited_total", (("kind", "submit"),))] == 2
     assert samples[("segq_budget_wait_seconds_total", (("kind", "poll"),))] == 0.5
+    assert samples[("segq_budget_waits_total", (("kind", "poll"),))] == 2
     assert samples[("segq_redis_up", ())] == 1
 
 
