@@ -153,8 +153,8 @@ def jsonl_entries(lines: Iterator[PhysicalLine]) -> Iterator[Entry]:
     for line in lines:
         if line.problem:
             yield LineProblem(line.number, line.problem)
-        elif text := line.text.strip():
-            yield json_line(line.number, text)
+        elif line.text.strip():
+            yield json_line(line.number, line.text.rstrip("\r\n"))
 
 
 def json_line(number: int, text: str) -> Entry:

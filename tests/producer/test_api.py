@@ -1,0 +1,242 @@
+"""The producer API, sync and asyncio, against a real Redis: idempotent enqueues, streamed
+batches, waits woken by job ends, cancel, retry, failure reasons and the fleet's pause."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from celery import signature
+
+import producer
+from producer import AsyncProducer, InputError, JobNotCompleted, JobState, Producer, WaitTimeout
+from producer.enqueueing import ENQUEUE_CHUNK, BatchLine
+from shared import redis_keys
+from shared.job_codec import compact_json
+from shared.settings import load_settings
+
+WAKE_S = 5.0
+"""A wait woken by an end event returns long before this (its timeout is far longer)."""
+
+
+@pytest.fixture
+def settings(redis_url):
+    return load_settings({"SEGQ_REDIS_URL": redis_url}, max_batch_lines=5000)
+
+
+@pytest.fixture
+def sync_producer(settings) -> Iterator[Producer]:
+    with Producer(settings=settings) as made:
+        yield made
+
+
+def fail(made: Producer, job_id: str, detail: str = "bad request", status: int = 400) -> None:
+    """Ends a job failed the way a worker does (the finish script), with an upstream error."""
+    error = {"kind": "rejected", "http_status": status, "detail": detail}
+    made.store.run_script("finish", job_id, "failed", "rejected", "error", compact_json(error))
+
+
+def later(delay_s: float, action) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(delay_s), action()), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_public_api_is_exactly_what_all_names():
+    assert sorted(producer.__all__) == [
+        "AsyncJobHandle", "AsyncProducer", "BatchLine", "BatchReceipt", "BatchSummary",
+        "FailureReason", "FleetState", "GenerationRequest", "InputError", "Job", "JobFailure",
+        "JobHandle", "JobNotCompleted", "JobNotFound", "JobState", "Producer", "SegqError",
+        "WaitTimeout",
+    ]  # fmt: skip
+    assert all(hasattr(producer, name) for name in producer.__all__)
+
+
+def test_the_same_idempotency_key_twice_returns_the_existing_job_and_queues_nothing(
+    sync_producer, redis_client
+):
+    first = sync_producer.enqueue({"prompt": "a fox"}, idempotency_key="order-17")
+    again = sync_producer.enqueue({"prompt": "a fox"}, idempotency_key="order-17")
+    assert (first.job_id, first.created, again.created) == (again.job_id, True, False)
+    assert sync_producer.store.state_counts()["queued"] == 1
+    assert redis_client.llen(redis_keys.bulk_lane(None)) == 1
+
+
+def test_invalid_requests_name_every_bad_field(sync_producer):
+    with pytest.raises(InputError) as refused:
+        sync_producer.enqueue({"prompt": "", "steps": 0, "colour": "red"})
+    assert refused.value.problems == [
+        "request: prompt: String should have at least 1 character (got '')",
+        "request: steps: Input should be greater than or equal to 1 (got 0)",
+        "request: colour: unknown parameter (known: prompt, negative_prompt, sampler, "
+        "scheduler, steps, guidance_scale, seed, width, height, aspect_ratio, batch_size, "
+        "image_format, image_quality, base64)",
+    ]
+
+
+def test_a_request_model_is_stored_with_only_what_differs_from_defaults(sync_producer):
+    request = producer.GenerationRequest(prompt="a heron", steps=8)
+    job = sync_producer.enqueue(request, priority="interactive").info()
+    assert (job.params, job.priority) == ({"prompt": "a heron", "steps": 8}, "interactive")
+    receipt = sync_producer.enqueue_many([request, {"prompt": "x", "steps": 4}], batch_id="d",
+                                         defaults={"steps": "6"})  # fmt: skip
+    assert sync_producer.get_job("d.1").params == {"steps": 8, "prompt": "a heron"}
+    assert sync_producer.get_job("d.2").params == {"steps": 4, "prompt": "x"}
+    assert receipt.created == 2
+
+
+def test_a_streamed_batch_rerun_enqueues_only_the_missing_lines(sync_producer):
+    def prompts(n: int) -> Iterator[dict]:
+        return ({"prompt": f"line {i}"} for i in range(1, n + 1))
+
+    first = sync_producer.enqueue_many(prompts(2 * ENQUEUE_CHUNK + 7), batch_id="big")
+    rerun = sync_producer.enqueue_many(prompts(2 * ENQUEUE_CHUNK + 50), batch_id="big")
+    assert (first.created, first.existing) == (2 * ENQUEUE_CHUNK + 7, 0)
+    assert (rerun.created, rerun.existing) == (43, 2 * ENQUEUE_CHUNK + 7)
+    summary = sync_producer.get_batch("big")
+    assert summary.total == summary.counts["queued"] == 2 * ENQUEUE_CHUNK + 50
+    assert [job.line for job in sync_producer.iter_batch_jobs("big")][-3:] == [2048, 2049, 2050]
+
+
+def test_an_invalid_item_stops_the_stream_at_its_line_and_a_rerun_adds_the_rest(sync_producer):
+    items = [{"prompt": f"p{n}"} for n in range(1, 1201)]
+    items[1099] = {"prompt": "p1100", "steps": 500}
+    with pytest.raises(InputError, match="line 1100"):
+        sync_producer.enqueue_many(items, batch_id="half")
+    assert sync_producer.get_batch("half").total == ENQUEUE_CHUNK
+    items[1099] = {"prompt": "p1100"}
+    assert sync_producer.enqueue_many(items, batch_id="half").created == 200
+
+
+def test_a_rerun_with_other_defaults_is_refused(sync_producer):
+    sync_producer.enqueue_many([{"prompt": "a"}], batch_id="s", defaults={"steps": 6})
+    with pytest.raises(InputError, match="same --set"):
+        sync_producer.enqueue_many([{"prompt": "a"}], batch_id="s", defaults={"steps": 7})
+
+
+def test_batch_lines_keep_their_own_numbers(sync_producer):
+    lines = [BatchLine(3, {"prompt": "third"}), BatchLine(9, {"prompt": "ninth"})]
+    sync_producer.enqueue_many(lines, batch_id="numbered")
+    assert [(j.job_id, j.line) for j in sync_producer.iter_batch_jobs("numbered")] == [
+        ("numbered.3", 3), ("numbered.9", 9),
+    ]  # fmt: skip
+
+
+def test_too_many_lines_and_bad_ids_are_refused(sync_producer):
+    with pytest.raises(InputError, match="SEGQ_MAX_BATCH_LINES"):
+        sync_producer.enqueue_many(({"prompt": "x"} for _ in range(5001)), batch_id="huge")
+    with pytest.raises(InputError, match="no dots"):
+        sync_producer.enqueue_many([{"prompt": "x"}], batch_id="a.b")
+
+
+def test_wait_wakes_when_the_job_ends_and_result_says_how_it_ended(sync_producer):
+    job = sync_producer.enqueue({"prompt": "a kettle"})
+    with pytest.raises(WaitTimeout) as still:
+        job.result(timeout_s=0.2)
+    assert still.value.job.state is JobState.QUEUED
+    later(0.3, job.cancel)
+    start = time.monotonic()
+    with pytest.raises(JobNotCompleted) as ended:
+        job.result(timeout_s=60)
+    assert time.monotonic() - start < WAKE_S
+    assert ended.value.job.state is JobState.CANCELLED and job.status() is JobState.CANCELLED
+
+
+def test_wait_batch_returns_when_every_job_ended_or_at_its_timeout(sync_producer):
+    sync_producer.enqueue_many([{"prompt": f"p{n}"} for n in range(5)], batch_id="w")
+    assert not sync_producer.wait_batch("w", timeout_s=0.3).is_terminal
+    later(0.3, lambda: [fail(sync_producer, f"w.{n}") for n in range(1, 6)])
+    start = time.monotonic()
+    summary = sync_producer.wait_batch("w", timeout_s=60)
+    assert time.monotonic() - start < WAKE_S
+    assert summary.is_terminal and summary.counts["failed"] == 5
+
+
+def test_failure_reasons_are_grouped_and_retry_brings_failed_jobs_back(sync_producer):
+    sync_producer.enqueue_many([{"prompt": f"p{n}"} for n in range(4)], batch_id="r")
+    for n, detail in ((1, "NSFW"), (2, "NSFW"), (3, "too big")):
+        fail(sync_producer, f"r.{n}", detail)
+    reasons = sync_producer.failure_reasons("r")
+    assert [(r.detail, r.jobs) for r in reasons] == [("NSFW", 2), ("too big", 1)]
+    assert sync_producer.retry_batch("r") == 3
+    assert sync_producer.get_batch("r").counts["queued"] == 4
+    fail(sync_producer, "r.4")
+    assert sync_producer.job("r.4").retry() and not sync_producer.job("r.4").retry()
+
+
+def test_cancel_batch_ends_every_queued_job(sync_producer):
+    sync_producer.enqueue_many([{"prompt": f"p{n}"} for n in range(30)], batch_id="c")
+    summary = sync_producer.cancel_batch("c")
+    assert summary.counts["cancelled"] == 30 and summary.is_terminal
+    assert {job.state for job in sync_producer.iter_batch_jobs("c")} == {JobState.CANCELLED}
+
+
+def test_pause_and_resume_the_fleet(sync_producer):
+    sync_producer.pause("invoice unpaid")
+    state = sync_producer.fleet_state()
+    assert (state.paused, state.reason, state.manual) == (True, "invoice unpaid", True)
+    sync_producer.resume()
+    assert not sync_producer.fleet_state().paused
+
+
+def test_callbacks_are_task_names_and_signatures_without_arguments(sync_producer, redis_client):
+    job = sync_producer.enqueue({"prompt": "x"}, callback=signature("app.image_ready"),
+                                webhook_url="https://example.test/hook")  # fmt: skip
+    assert redis_client.hmget(redis_keys.job(job.job_id), "callback_task", "webhook_url") == [
+        "app.image_ready", "https://example.test/hook",
+    ]  # fmt: skip
+    with pytest.raises(InputError, match="without arguments"):
+        sync_producer.enqueue({"prompt": "x"}, callback=signature("app.done", args=(1,)))
+    with pytest.raises(InputError, match="not an http"):
+        sync_producer.enqueue({"prompt": "x"}, webhook_url="ftp://example.test")
+
+
+def test_the_async_producer_enqueues_waits_on_events_cancels_retries_and_pauses(settings):
+    async def scenario() -> None:
+        async with AsyncProducer(settings=settings) as made:
+            first = await made.enqueue({"prompt": "a fox"}, idempotency_key="k")
+            again = await made.enqueue({"prompt": "a fox"}, idempotency_key="k")
+            assert (first.job_id, first.created, again.created) == (again.job_id, True, False)
+            assert await first.status() is JobState.QUEUED
+
+            async def prompts():
+                for n in range(1, ENQUEUE_CHUNK + 3):
+                    yield {"prompt": f"p{n}"}
+
+            receipt = await made.enqueue_many(prompts(), batch_id="ab", defaults={"steps": 6})
+            assert (receipt.created, (await made.get_job("ab.2")).params) == (
+                ENQUEUE_CHUNK + 2, {"steps": 6, "prompt": "p2"},
+            )  # fmt: skip
+            asyncio.get_running_loop().call_later(0.3, asyncio.ensure_future, first.cancel())
+            start = asyncio.get_running_loop().time()
+            with pytest.raises(JobNotCompleted):
+                await first.result(timeout_s=60)
+            assert asyncio.get_running_loop().time() - start < WAKE_S
+            assert [job.line async for job in made.iter_batch_jobs("ab")][:2] == [1, 2]
+            summary = await made.cancel_batch("ab")
+            assert (await made.wait_batch("ab", timeout_s=5)).is_terminal
+            assert summary.counts["cancelled"] == ENQUEUE_CHUNK + 2
+            await made.pause("maintenance")
+            assert (await made.fleet_state()).reason == "maintenance"
+            await made.resume()
+            assert not (await made.fleet_state()).paused
+
+    asyncio.run(scenario())
+
+
+def test_the_async_producer_retries_failed_jobs_and_groups_their_reasons(settings, sync_producer):
+    sync_producer.enqueue_many([{"prompt": "a"}, {"prompt": "b"}], batch_id="ar")
+    fail(sync_producer, "ar.1", "NSFW")
+
+    async def scenario() -> None:
+        async with AsyncProducer(settings=settings) as made:
+            assert [r.detail for r in await made.failure_reasons("ar")] == ["NSFW"]
+            assert await made.retry_batch("ar") == 1
+            fail(sync_producer, "ar.2")
+            assert await made.job("ar.2").retry()
+
+    asyncio.run(scenario())
+    assert sync_producer.get_batch("ar").counts["queued"] == 2

@@ -1,0 +1,131 @@
+"""Batch file readers: each format read as a stream of numbered lines; every bad line is one
+problem with its number (and field), whole-file problems refuse the file, nothing crashes."""
+
+from __future__ import annotations
+
+import codecs
+import re
+from pathlib import Path
+
+import pytest
+
+from producer.batch_files import BatchFile, format_of
+from producer.enqueueing import BatchLine, LineProblem, request_or_problems
+from shared.errors import InputError
+
+LIMITS = {"max_file_bytes": 10**7, "max_line_bytes": 4096}
+
+
+def read(path: Path, file_format: str | None = None, **limits: int) -> list:
+    return list(BatchFile(path, file_format, **{**LIMITS, **limits}).entries())
+
+
+def write(tmp_path: Path, name: str, content: bytes | str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def test_text_file_gives_one_prompt_per_line_numbered_as_in_the_file(tmp_path):
+    path = write(tmp_path, "p.txt", "a red fox\n\n   \na blue whale\r\nlast line, no newline")
+    assert read(path) == [
+        BatchLine(1, {"prompt": "a red fox"}),
+        BatchLine(4, {"prompt": "a blue whale"}),
+        BatchLine(5, {"prompt": "last line, no newline"}),
+    ]
+
+
+def test_jsonl_lines_that_are_not_objects_are_problems_naming_the_line(tmp_path):
+    content = '{"prompt": "ok", "steps": 8}\n[1, 2]\n{"prompt": \n"just a string"\n\n{}\n'
+    entries = read(write(tmp_path, "p.jsonl", content))
+    assert entries[0] == BatchLine(1, {"prompt": "ok", "steps": 8})
+    assert [str(e) for e in entries[1:4]] == [
+        "line 2: expected a JSON object of parameters, got a list",
+        "line 3: not valid JSON: Expecting value (column 12)",
+        "line 4: expected a JSON object of parameters, got a string",
+    ]
+    assert entries[4] == BatchLine(6, {})
+
+
+def test_deeply_nested_json_is_a_problem_not_a_crash(tmp_path):
+    entries = read(write(tmp_path, "p.jsonl", "[" * 3000 + "]" * 3000 + "\n"), max_line_bytes=8192)
+    assert isinstance(entries[0], LineProblem) and entries[0].line == 1
+
+
+def test_csv_header_names_parameters_and_empty_cells_mean_not_given(tmp_path):
+    content = 'prompt,steps,seed\n"a cat, sitting",8,\n"two\nlines",,3\n\nx,1,2,3\n'
+    entries = read(write(tmp_path, "p.csv", content))
+    assert entries == [
+        BatchLine(2, {"prompt": "a cat, sitting", "steps": "8"}),
+        BatchLine(3, {"prompt": "two\nlines", "seed": "3"}),
+        LineProblem(6, "4 cells, but the header names 3 columns"),
+    ]
+
+
+def test_csv_header_with_unknown_or_repeated_columns_refuses_the_file(tmp_path):
+    path = write(tmp_path, "p.csv", "prompt,stepz,prompt,\nx,1,y,\n")
+    with pytest.raises(InputError) as refused:
+        read(path)
+    assert refused.value.problems == [
+        "line 1: column 2 'stepz': unknown parameter (did you mean steps?)",
+        "line 1: column 3 'prompt' repeats an earlier column",
+        "line 1: column 4 has no name",
+    ]
+
+
+def test_a_utf8_bom_is_ignored_and_a_utf16_file_is_refused_with_what_to_do(tmp_path):
+    path = write(tmp_path, "bom.csv", codecs.BOM_UTF8 + b"prompt\nhello\n")
+    assert read(path) == [BatchLine(2, {"prompt": "hello"})]
+    wide = write(tmp_path, "wide.txt", "hello\n".encode("utf-16"))
+    with pytest.raises(InputError, match=r"UTF-16.*save it as UTF-8"):
+        read(wide)
+
+
+def test_bad_bytes_and_overlong_lines_are_problems_and_the_rest_is_read(tmp_path):
+    content = b"fine\nbad \xff byte\n" + b"x" * 5000 + b"\nafter\n"
+    entries = read(write(tmp_path, "p.txt", content))
+    assert entries[0] == BatchLine(1, {"prompt": "fine"})
+    assert str(entries[1]).startswith("line 2: not UTF-8 text (byte 0xff at byte 5")
+    assert str(entries[2]) == "line 3: longer than 4,096 bytes (SEGQ_MAX_LINE_BYTES)"
+    assert entries[3] == BatchLine(4, {"prompt": "after"})
+
+
+def test_a_csv_row_with_a_bad_byte_is_one_problem(tmp_path):
+    entries = read(write(tmp_path, "p.csv", b"prompt,steps\n\xfe,4\nok,4\n"))
+    assert isinstance(entries[0], LineProblem) and entries[0].line == 2
+    assert entries[1] == BatchLine(3, {"prompt": "ok", "steps": "4"})
+
+
+def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
+    path = write(tmp_path, "big.txt", "a\n" * 100)
+    with pytest.raises(InputError, match="SEGQ_MAX_FILE_BYTES"):
+        BatchFile(path, None, max_file_bytes=100, max_line_bytes=4096)
+
+
+@pytest.mark.parametrize(
+    ("name", "given", "expected"),
+    [("a.jsonl", None, "jsonl"), ("a.NDJSON", None, "jsonl"), ("a.csv", None, "csv"),
+     ("a.txt", None, "text"), ("a.data", "csv", "csv")],
+)  # fmt: skip
+def test_format_comes_from_the_flag_else_the_extension(name, given, expected):
+    assert format_of(Path(name), given) == expected
+
+
+def test_an_unknown_extension_asks_for_format():
+    with pytest.raises(InputError, match=re.escape("--format jsonl|csv|text")):
+        format_of(Path("prompts.dat"), None)
+
+
+def test_validation_names_the_field_the_value_and_a_close_parameter_name():
+    problems = request_or_problems({"prompt": "x", "steps": 99, "sampeler": "euler"}, {})
+    assert problems == [
+        ("steps", "Input should be less than or equal to 70 (got 99)"),
+        ("sampeler", "unknown parameter (did you mean sampler?)"),
+    ]
+
+
+def test_csv_strings_are_typed_by_the_request_model_with_defaults_under_them():
+    request = request_or_problems({"prompt": " a fox ", "steps": " 9 ", "base64": "TRUE"},
+                                  {"steps": 6, "seed": 3})  # fmt: skip
+    assert not isinstance(request, list)
+    assert (request.prompt, request.steps, request.seed, request.base64) == ("a fox", 9, 3, True)
