@@ -87,7 +87,10 @@ class FleetLimiter:
 
     def take_slot(self, kind: RateKind) -> float:
         """Spends a slot now; returns the seconds to wait before using it."""
-        keys = [redis_keys.rate(self.fingerprint, kind)]
+        keys = [
+            redis_keys.rate(self.fingerprint, kind),
+            redis_keys.rate_accepted(self.fingerprint, kind),
+        ]
         with store_errors():
             reply = self.scripts["take_slot"](
                 keys=keys, args=[self.max_rate(kind), self.settings.rate_safety]

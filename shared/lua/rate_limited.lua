@@ -5,12 +5,15 @@
 -- accepted / (hold end - t0): right for a window of any length up to a minute, whether the
 -- fleet just started (t0 opened the account's window) or has been running. Without a named
 -- window the span is a minute. The learned rate is never above the rate in use (a 429 says it
--- was too fast) and is cut by the safety factor. 429s that arrive during the hold are from calls
+-- was too fast) and is cut by the safety factor; nor below half of it, as in AIMD's
+-- multiplicative decrease: one 429 on a quiet minute (few calls counted) must not starve the
+-- fleet for minutes while the rate grows back. 429s that arrive during the hold are from calls
 -- made before it: they see the same count and span and shrink the rate no further.
 -- KEYS: rate hash, accepted zset. ARGV: retry_after_s (-1: not named), max_rate (0: none), safety
 redis.replicate_commands()
 local DEFAULT_HOLD_S = 2
 local MIN_SPAN_S = 1
+local MAX_DECREASE = 0.5
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local retry_after, max_rate, safety = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -29,7 +32,9 @@ if now < previous and known then
   learned = math.min(learned, tonumber(known))
 else
   local in_use = rate_now(KEYS[1], max_rate, safety, now)
-  if in_use ~= nil then learned = math.min(learned, in_use * safety) end
+  if in_use ~= nil then
+    learned = math.max(math.min(learned, in_use * safety), in_use * MAX_DECREASE)
+  end
 end
 learned = math.max(1, learned)
 hold = math.max(hold, previous)

@@ -103,3 +103,21 @@ def test_an_outage_longer_than_the_retry_budget_fails_jobs_that_retry_brings_bac
     assert all(fleet.store.retry_job(job_id) for job_id in ids)
     assert {job.state for job in fleet.wait_all(ids, timeout_s=60)} == {JobState.COMPLETED}
     assert sorted(fleet.submits_per_request().values()) == [1, 1, 1]
+
+
+def test_a_429_storm_on_submits_and_polls_delays_jobs_but_costs_no_attempt(make_fleet):
+    # Given an account that admits 8 submits and 6 status/result calls per 3 s, unknown to segq
+    storm = {"submit_rpm": 8, "poll_rpm": 6, "rate_window_s": 3.0}
+    fleet = make_fleet(sandbox=storm)
+    fleet.start_worker(concurrency=16)
+    fleet.start_worker(concurrency=16)
+    # When 20 jobs arrive at once
+    ids = fleet.add({"prompt": f"a beehive {n}"} for n in range(20))
+    jobs = fleet.wait_all(ids, timeout_s=100)
+    # Then the upstream told the fleet off on both kinds of call ...
+    told_off = fleet.sandbox.truth()["totals"]["rate_limited"]
+    assert told_off["submit"] > 0 and told_off["poll"] > 0
+    # ... yet every job completed, none spent a retry attempt, and none was paid for twice
+    assert [job.state for job in jobs] == [JobState.COMPLETED] * 20
+    assert [job.attempts for job in jobs] == [0] * 20
+    assert sorted(fleet.submits_per_request().values()) == [1] * 20

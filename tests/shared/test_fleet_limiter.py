@@ -108,6 +108,25 @@ def test_the_learned_rate_is_never_above_the_configured_rate_in_use(make_world):
     assert world.limiter.status("submit")["learned_per_min"] <= 60 * 0.98 * 0.98 + 1e-9
 
 
+def test_one_429_on_a_quiet_minute_at_most_halves_the_rate_in_use(make_world):
+    # Given a configured 600/min, and a minute in which only 3 calls were counted
+    world = make_world(poll_rate_limit=600.0)
+    for _ in range(3):
+        world.limiter.take_slot("poll")
+    # When a 429 comes that names no window (the count then spans the whole minute)
+    world.limiter.rate_limited("poll", None)
+    # Then the fleet slows to half the rate in use, not to the handful of calls it counted
+    assert world.limiter.status("poll")["learned_per_min"] == pytest.approx(600 * 0.98 * 0.5)
+
+
+def test_result_fetches_count_as_accepted_poll_calls_with_the_status_before_them(make_world):
+    world = make_world()
+    for _ in range(5):
+        world.limiter.take_slot("poll")
+    accepted = redis_keys.rate_accepted(world.limiter.fingerprint, "poll")
+    assert world.store.redis.zcard(accepted) == 10
+
+
 def test_the_learned_rate_grows_back_two_percent_a_minute_while_answers_are_good(make_world):
     world = make_world()
     world.add(20)
