@@ -141,3 +141,10 @@ def print_batch(console: Console, producer: Any, summary: BatchSummary) -> None:
     """The batch for people, with the fleet's pause (if any) and grouped failure reasons."""
     reasons = producer.failure_reasons(summary.batch_id) if summary.counts["failed"] else []
     console.print(batch_view(summary, reasons, producer.fleet_state(), time.time()))
+
+
+def write_batch_status_json(producer: Any, summary: BatchSummary, out: TextIO) -> None:
+    """``segq status BATCH --json`` (also what ``segq wait BATCH --json`` prints at the end)."""
+    reasons = producer.failure_reasons(summary.batch_id) if summary.counts["failed"] else []
+    head = batch_head_json(summary, reasons, producer.fleet_state(), time.time())
+    write_batch_json(head, producer.iter_batch_jobs(summary.batch_id), out)

@@ -4,12 +4,11 @@ grouped) with the fleet's pause if there is one."""
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 from rich.console import Console
 
-from producer.status_view import batch_head_json, job_view, print_batch, write_batch_json
+from producer.status_view import job_view, print_batch, write_batch_status_json
 from producer.terminal import find, json_option, open_producer, print_json
 from shared.job_model import Job
 
@@ -31,6 +30,4 @@ def status(target_id: str, as_json: bool) -> None:
         if not as_json:
             print_batch(Console(highlight=False), producer, target)
             return
-        reasons = producer.failure_reasons(target.batch_id) if target.counts["failed"] else []
-        head = batch_head_json(target, reasons, producer.fleet_state(), time.time())
-        write_batch_json(head, producer.iter_batch_jobs(target.batch_id), sys.stdout)
+        write_batch_status_json(producer, target, sys.stdout)

@@ -1,0 +1,167 @@
+"""Following a job or a batch until every job has ended: progress, images saved, the outcome.
+
+``segq wait`` and ``segq demo`` both run ``watch``. Progress comes from the batch's counters
+(one read, whatever the batch's size); completed jobs are found through their end events (one
+pattern subscription per batch) so their images can be saved as they complete, with a full
+read of the batch's jobs before the first event and after the last (an event published while
+nothing listened is not lost, only found later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from producer.api import Producer
+from producer.output_download import OutputDownloader
+from producer.progress_view import ProgressView, WaitProgress
+from shared import redis_keys
+from shared.job_model import Job, JobState
+from shared.job_store import EVENTS_DRAINED, BatchSummary, store_errors
+from shared.output_files import SavedOutputs
+
+TICK_S = 0.25
+"""How often progress is read again: a fraction of a second, a few cheap reads."""
+
+
+class WaitTarget(Protocol):
+    """A job or a batch as ``watch`` follows it."""
+
+    target_id: str
+
+    def progress(self) -> WaitProgress: ...
+
+    def following(self) -> contextlib.AbstractContextManager[None]:
+        """Listens for completions while the block runs (``newly_completed`` needs it)."""
+
+    def newly_completed(self) -> Iterable[Job]: ...
+
+    def completed_jobs(self) -> Iterable[Job]: ...
+
+
+class JobTarget:
+    """One job: its state is read each tick, so it needs no subscription."""
+
+    def __init__(self, producer: Producer, job_id: str) -> None:
+        self.producer = producer
+        self.target_id = job_id
+        self._job: Job | None = None
+
+    def progress(self) -> WaitProgress:
+        self._job = self.producer.get_job(self.target_id)
+        return WaitProgress(total=1, counts={self._job.state.value: 1})
+
+    def following(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def newly_completed(self) -> Iterable[Job]:
+        return [self._job] if self._job is not None else []
+
+    def completed_jobs(self) -> Iterable[Job]:
+        return [self.producer.get_job(self.target_id)]
+
+
+class BatchTarget:
+    """A batch: counters for progress, its jobs' end events for what completed."""
+
+    def __init__(self, producer: Producer, batch_id: str) -> None:
+        self.producer = producer
+        self.target_id = batch_id
+        self._pubsub: Any = None
+
+    def progress(self) -> WaitProgress:
+        summary = self.producer.get_batch(self.target_id)
+        now = time.time()
+        return WaitProgress(summary.total, summary.counts, summary.throughput_per_s(now),
+                            summary.eta_s(now))  # fmt: skip
+
+    @contextlib.contextmanager
+    def following(self) -> Iterator[None]:
+        client = self.producer.store.redis
+        with store_errors(), client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.psubscribe(redis_keys.batch_events_pattern(self.target_id))
+            self._pubsub = pubsub
+            try:
+                yield
+            finally:
+                self._pubsub = None
+
+    def newly_completed(self) -> Iterable[Job]:
+        job_ids = []
+        with store_errors():
+            for _ in range(EVENTS_DRAINED):
+                event = self._pubsub.get_message(timeout=0)
+                if event is None:
+                    break
+                if event["data"] == JobState.COMPLETED.value:
+                    job_ids.append(event["channel"].removeprefix(redis_keys.EVENTS_PREFIX))
+        return [job for job in self.producer.store.get_jobs(job_ids) if job is not None]
+
+    def completed_jobs(self) -> Iterable[Job]:
+        return (
+            job
+            for job in self.producer.iter_batch_jobs(self.target_id)
+            if job.state is JobState.COMPLETED
+        )
+
+
+def target_of(producer: Producer, found: Job | BatchSummary) -> WaitTarget:
+    """What ``watch`` follows for a job or a batch that ``terminal.find`` found."""
+    if isinstance(found, Job):
+        return JobTarget(producer, found.job_id)
+    return BatchTarget(producer, found.batch_id)
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    """How the wait ended, and what the exit status says about it."""
+
+    progress: WaitProgress
+    timed_out: bool
+    saved: SavedOutputs | None
+
+    @property
+    def exit_status(self) -> int:
+        """0: every job completed (and every image saved); 1: not so; 2: the timeout ran out."""
+        if self.timed_out:
+            return 2
+        all_completed = self.progress.count(JobState.COMPLETED) == self.progress.total
+        return 0 if all_completed and not (self.saved and self.saved.failures) else 1
+
+
+def watch(
+    target: WaitTarget,
+    view: ProgressView,
+    *,
+    timeout_s: float | None = None,
+    downloader: OutputDownloader | None = None,
+    check_alive: Callable[[], None] | None = None,
+) -> WaitOutcome:
+    """Shows progress until every job has ended or ``timeout_s`` ran out, saving images as jobs
+    complete when given a ``downloader``; ``check_alive`` raises to stop early (a dead worker)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(view)
+        if downloader is not None:
+            stack.enter_context(target.following())
+            downloader.save_jobs(target.completed_jobs())
+        while True:
+            progress = target.progress()
+            if downloader is not None:
+                downloader.save_jobs(target.newly_completed())
+            view.show(progress, downloader.files_saved if downloader else None)
+            timed_out = deadline is not None and time.monotonic() >= deadline
+            if progress.is_terminal or timed_out:
+                break
+            if check_alive is not None:
+                check_alive()
+            time.sleep(TICK_S)
+        saved = None
+        if downloader is not None:
+            downloader.save_jobs(target.completed_jobs())
+            saved = downloader.finish()
+            view.show(progress, len(saved.files))
+    return WaitOutcome(progress, timed_out and not progress.is_terminal, saved)

@@ -1,0 +1,119 @@
+"""A completed job's images as files a person can match to their input lines, saved once.
+
+Two places save outputs, and both come here so the names and the rules cannot drift apart: a
+worker with ``SEGQ_DOWNLOAD_OUTPUTS`` (into ``SEGQ_RESULTS_DIR`` as each job completes, and
+always for base64 outputs) and ``segq wait --download DIR`` / ``segq demo``.
+
+Names: ``<line>-<job_id>[-<n>].<ext>`` for a job of a batch (the line zero-padded so a listing
+sorts in file order), ``<job_id>[-<n>].<ext>`` for a job of no batch; ``-<n>`` (from 0, the
+output's index) only when the job has more than one image. A name depends on nothing but the
+job, so saving again finds the file already there and fetches nothing: re-runs never duplicate.
+
+Files are written to ``<name>.part`` and renamed into place, so a file with its final name is
+always whole (a crash leaves only a ``.part`` behind, overwritten next time).
+
+URL outputs are fetched with ``SegmindClient.download``, which never sends the API key (the
+URLs point at Segmind's CDN, or the sandbox's media) and follows redirects. Segmind's URLs
+expire an hour after the job ends: save them before that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.errors import UpstreamError
+
+LINE_DIGITS = 6
+"""Zero-padding of the line in a name: listings sort in line order up to 999,999 lines."""
+URL_EXPIRY_NOTE = "Segmind's result URLs expire an hour after each job ends"
+
+Fetch = Callable[[str], bytes]
+"""The bytes of an output URL, or an ``UpstreamError`` (``SegmindClient.download``)."""
+
+
+def output_extension(params: Mapping[str, Any]) -> str:
+    """The file extension of a job's images, from the format it asked for."""
+    image_format = str(params.get("image_format") or "jpeg")
+    return "jpg" if image_format == "jpeg" else image_format
+
+
+def output_names(job_id: str, line: int | None, params: Mapping[str, Any], count: int) -> list[str]:
+    """File names of a job's ``count`` images, in output order."""
+    stem = job_id if line is None else f"{line:0{LINE_DIGITS}d}-{job_id}"
+    ext = output_extension(params)
+    if count == 1:
+        return [f"{stem}.{ext}"]
+    return [f"{stem}-{index}.{ext}" for index in range(count)]
+
+
+def is_url(output: str) -> bool:
+    """URL outputs (Segmind's CDN, the sandbox) versus paths of base64 images a worker wrote."""
+    return output.startswith(("https://", "http://"))
+
+
+@dataclass
+class SavedOutputs:
+    """What one or more saves did: files written now, files found already there, failures."""
+
+    written: list[Path] = field(default_factory=list)
+    present: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return self.written + self.present
+
+    def add(self, other: SavedOutputs) -> None:
+        self.written += other.written
+        self.present += other.present
+        self.failures += other.failures
+
+
+def write_file(directory: Path, name: str, content: bytes) -> Path:
+    """Writes ``directory/name`` whole or not at all (see the module docstring)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = (directory / name).resolve()
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(content)
+    partial.replace(path)
+    return path
+
+
+def save_output(directory: Path, name: str, output: str, fetch: Fetch) -> SavedOutputs:
+    """Saves one output (a URL to fetch, or a worker's file to copy) as ``directory/name``,
+    unless a file of that name is already there."""
+    saved = SavedOutputs()
+    path = (directory / name).resolve()
+    if path.exists():
+        saved.present.append(path)
+        return saved
+    try:
+        content = fetch(output) if is_url(output) else Path(output).read_bytes()
+    except UpstreamError as exc:
+        saved.failures.append(f"{name}: {output}: {exc} ({URL_EXPIRY_NOTE})")
+    except OSError as exc:
+        saved.failures.append(
+            f"{name}: cannot read {output} ({exc.strerror}): base64 images are written to the "
+            "worker's SEGQ_RESULTS_DIR, on the worker's machine"
+        )
+    else:
+        saved.written.append(write_file(directory, name, content))
+    return saved
+
+
+def save_outputs(
+    directory: Path,
+    job_id: str,
+    line: int | None,
+    params: Mapping[str, Any],
+    outputs: list[str],
+    fetch: Fetch,
+) -> SavedOutputs:
+    """Saves every output of one job under the names of ``output_names``."""
+    saved = SavedOutputs()
+    for name, output in zip(output_names(job_id, line, params, len(outputs)), outputs, strict=True):
+        saved.add(save_output(directory, name, output, fetch))
+    return saved

@@ -1,0 +1,58 @@
+"""Output file names and the write-once rule (no Redis, no network: ``fetch`` is a function)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import TransientError
+from shared.output_files import output_names, save_outputs
+
+
+@pytest.mark.parametrize(
+    ("job_id", "line", "params", "count", "names"),
+    [
+        ("b1.7", 7, {}, 1, ["000007-b1.7.jpg"]),
+        ("b1.12", 12, {"image_format": "png"}, 2, ["000012-b1.12-0.png", "000012-b1.12-1.png"]),
+        ("t0abc", None, {"image_format": "webp"}, 1, ["t0abc.webp"]),
+        ("t0abc", None, {"image_format": "jpeg"}, 3, ["t0abc-0.jpg", "t0abc-1.jpg", "t0abc-2.jpg"]),
+    ],
+)
+def test_names_carry_the_line_then_the_job_and_an_index_only_for_several_images(
+    job_id, line, params, count, names
+):
+    assert output_names(job_id, line, params, count) == names
+
+
+def test_a_second_save_finds_the_file_and_fetches_nothing(tmp_path):
+    fetched: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return b"image bytes"
+
+    first = save_outputs(tmp_path, "b.1", 1, {}, ["https://cdn.example/a.jpg"], fetch)
+    again = save_outputs(tmp_path, "b.1", 1, {}, ["https://cdn.example/a.jpg"], fetch)
+    assert [p.name for p in first.written] == ["000001-b.1.jpg"] and not first.present
+    assert [p.name for p in again.present] == ["000001-b.1.jpg"] and not again.written
+    assert fetched == ["https://cdn.example/a.jpg"]
+    assert (tmp_path / "000001-b.1.jpg").read_bytes() == b"image bytes"
+    assert [p.name for p in tmp_path.iterdir()] == ["000001-b.1.jpg"]
+
+
+def test_a_worker_file_is_copied_and_failures_say_why_without_stopping_the_rest(tmp_path):
+    worker_file = tmp_path / "worker" / "000002-b.2-1.png"
+    worker_file.parent.mkdir()
+    worker_file.write_bytes(b"png bytes")
+
+    def expired(url: str) -> bytes:
+        raise TransientError("download answered 404", 404)
+
+    saved = save_outputs(
+        tmp_path / "out", "b.2", 2, {"image_format": "png"},
+        ["https://cdn.example/gone.png", str(worker_file), str(tmp_path / "missing.png")], expired,
+    )  # fmt: skip
+    assert [p.name for p in saved.written] == ["000002-b.2-1.png"]
+    assert (tmp_path / "out" / "000002-b.2-1.png").read_bytes() == b"png bytes"
+    expiry, missing = saved.failures
+    assert "000002-b.2-0.png" in expiry and "404" in expiry and "expire an hour" in expiry
+    assert "000002-b.2-2.png" in missing and "SEGQ_RESULTS_DIR" in missing
