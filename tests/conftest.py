@@ -9,7 +9,7 @@ import redis
 
 from shared.local_redis import LocalRedis, start_local_redis
 
-pytest_plugins = ["tests.support.fleet"]
+pytest_plugins = ["tests.support.brokers", "tests.support.fleet"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

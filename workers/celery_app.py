@@ -1,6 +1,9 @@
 """The Celery app, configured from segq's settings for I/O-bound work that never sleeps.
 
-Why these settings (see ``shared/celery-notes.md`` in the steering repo):
+The broker is Redis (``SEGQ_REDIS_URL``, or ``SEGQ_BROKER_URL=redis://...``) or RabbitMQ
+(``SEGQ_BROKER_URL=amqp://...``); the job store is Redis either way. Why these settings (see
+``shared/celery-notes.md`` in the steering repo):
+
 - Jobs wait in Redis, not in the broker: the dispatcher publishes only what can run now, so
   no message carries a countdown and kombu's visibility timeout never redelivers a delayed
   task. Recovery after a SIGKILL does not wait for the visibility timeout either: leases in
@@ -9,8 +12,28 @@ Why these settings (see ``shared/celery-notes.md`` in the steering repo):
 - ``task_acks_late``: a message is acknowledged after its task ran, so a broker restart or a
   lost connection redelivers instead of dropping. ``task_reject_on_worker_lost`` stays off:
   re-queueing without limit loops a task that kills its worker; leases already cover it.
+- ``worker_cancel_long_running_tasks_on_connection_loss`` off: the threads pool cannot stop a
+  running thread, and Celery's attempt raises NotImplementedError and takes the whole worker
+  down (seen in ``tests/integration/test_broker_restart.py``). A task that was running when the
+  connection went finishes; its late ack fails on the dead channel ("Couldn't ack", logged),
+  the broker has already put the message back, and its redelivery finds the job store's claim
+  or poll token taken and does nothing.
+- Prefetch: ``worker_prefetch_multiplier`` 2, so a worker reserves at most twice its threads.
+  On Redis that is one limit for the worker's channel; on RabbitMQ quorum queues have no
+  global QoS, so Celery sets it per consumer, i.e. per queue (up to 2 x threads of each of the
+  three queues), and cannot raise it later; nothing needs raising, as no message has a countdown.
+- Reconnecting: ``broker_connection_retry`` and ``broker_connection_max_retries`` None: a worker
+  outlives a broker outage of any length and consumes again when the broker is back (in the
+  meantime the dispatcher's publishes fail and the leases republish that work later).
+  ``broker_heartbeat`` 30 s (AMQP only): a connection whose peer vanished without closing it
+  (a cut network, a frozen host) is noticed within about a minute, not the four of the default.
+- No publisher confirms: a message RabbitMQ loses before it reaches its disk (a crash right
+  after the publish) is published again when its job's lease runs out; confirms would make
+  every dispatcher publish wait for a quorum write for no guarantee the leases do not give.
 - Three queues, so polls are never stuck behind a window of submits.
 - Task messages carry job ids only (and a poll token): Flower shows what runs, not prompts.
+
+RabbitMQ specifics are in ``broker_queues`` and ``workers/consumer.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +48,8 @@ POLL_QUEUE = "segq-polls"
 NOTIFY_QUEUE = "segq-notify"
 ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, NOTIFY_QUEUE)
 QUORUM_DELIVERY_LIMIT = 10
+BROKER_HEARTBEAT_S = 30
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -34,13 +59,16 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "broker_url": settings.effective_broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        "broker_heartbeat": BROKER_HEARTBEAT_S,
         "task_ignore_result": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": False,
-        # Celery 6's default: a task cut off by a lost broker connection is not acked late
-        # against a new connection; its job's lease republishes it.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 2,
+        "worker_detect_quorum_queues": True,
+        "worker_consumer": "workers.consumer:SegqConsumer",
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_send_task_events": True,
@@ -62,17 +90,24 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def broker_queues(settings: Settings) -> list[Queue]:
-    """segq's three queues; on RabbitMQ, quorum queues.
+    """segq's three queues; on RabbitMQ, durable quorum queues on direct exchanges.
 
-    Quorum queues are replicated and survive a broker node's loss, and Celery (5.5+) detects them:
-    it turns off global QoS, which they lack, and holds countdowns (only the webhook retries have
-    any) in RabbitMQ's native delayed-delivery queues instead of in the worker's memory. A message
-    whose worker dies unacked goes back to its queue the moment the connection drops; the
-    ``x-delivery-limit`` stops a message that keeps killing workers from looping forever (the
-    job's lease still republishes the job itself).
+    Why quorum: in a cluster they are replicated (Raft), so a node's loss loses no message and
+    the queue stays available; classic mirrored queues are deprecated (gone in RabbitMQ 4).
+    Each message counts its deliveries: ``x-delivery-limit`` drops one returned more than 10
+    times (a message that keeps killing its worker, or keeps being cut off by a flapping
+    connection) instead of looping; the job itself is not lost, its lease republishes it.
+    A message whose worker dies unacked goes back to its queue the moment the worker's
+    connection closes (no visibility timeout on RabbitMQ), and a RabbitMQ restart keeps every
+    queued message (quorum queues are durable and their messages persistent).
+
+    Celery detects quorum queues (``worker_detect_quorum_queues``) and turns global QoS off,
+    which they do not support. Its native delayed delivery would need topic exchanges and 28
+    extra quorum queues; segq has no countdowns, so its queues keep direct exchanges and the
+    worker runs without that step (``workers/consumer.py``).
     """
     arguments = None
-    if settings.effective_broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+    if settings.effective_broker_url.startswith(AMQP_SCHEMES):
         arguments = {"x-queue-type": "quorum", "x-delivery-limit": QUORUM_DELIVERY_LIMIT}
     return [Queue(name, queue_arguments=arguments) for name in ALL_QUEUES]
 

@@ -12,9 +12,11 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from kombu import Connection
 
 RABBITMQ_ADDRESS = ("127.0.0.1", 5672)
 RABBITMQ_USER = "guest"
@@ -36,6 +38,28 @@ def rabbitmq_missing() -> str | None:
     except OSError as exc:
         return f"no RabbitMQ at {RABBITMQ_ADDRESS[0]}:{RABBITMQ_ADDRESS[1]} ({exc})"
     return None
+
+
+def rabbitmq_vhost(url: str) -> str:
+    """The virtual host an ``amqp://`` URL names."""
+    return unquote(urlsplit(url).path.lstrip("/"))
+
+
+def close_rabbitmq_connections(url: str, why: str) -> None:
+    """RabbitMQ closes every connection of the URL's virtual host (and no other host's), as a
+    broker restart or a network cut does to the clients; they have to reconnect."""
+    rabbitmqctl("close_all_connections", "--vhost", rabbitmq_vhost(url), why)
+
+
+def rabbitmq_consumers(url: str) -> dict[str, int]:
+    """Consumers per queue of the URL's virtual host."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", rabbitmq_vhost(url), "name", "consumers",
+         "--no-table-headers"],
+        check=True, capture_output=True, text=True, timeout=RABBITMQCTL_TIMEOUT_S,
+    ).stdout  # fmt: skip
+    rows = (line.split("\t") for line in listing.splitlines() if "\t" in line)
+    return {name: int(count) for name, count in rows}
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +89,33 @@ def broker_url(request: pytest.FixtureRequest) -> str | None:
     if request.param == "rabbitmq":
         return request.getfixturevalue("rabbitmq_vhost_url")
     return None
+
+
+class BrokerQueues:
+    """Messages waiting in broker queues (taken by no worker yet), on Redis or RabbitMQ alike.
+
+    A passive ``queue_declare`` answers with the count on both: on RabbitMQ the ready messages
+    of the queue, on kombu's Redis transport the lengths of its lists. A queue nobody declared
+    holds nothing; Redis says so with NOT_FOUND whenever its list is empty, and RabbitMQ closes
+    the channel after NOT_FOUND, so the next count opens another.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.connection = Connection(url)
+        self._channel = None
+
+    def lengths(self, queues: Iterable[str]) -> dict[str, int]:
+        return {queue: self.length(queue) for queue in queues}
+
+    def length(self, queue: str) -> int:
+        if self._channel is None:
+            self._channel = self.connection.channel()
+        try:
+            return self._channel.queue_declare(queue, passive=True).message_count
+        except self.connection.channel_errors:
+            if not getattr(self._channel, "is_open", True):
+                self._channel = None
+            return 0
+
+    def close(self) -> None:
+        self.connection.close()

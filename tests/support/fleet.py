@@ -104,10 +104,13 @@ class Fleet:
     tmp_path: Path
     settings: dict[str, str]
     store: JobStore
+    broker_url: str | None = None
     workers: list[Process] = field(default_factory=list)
 
     def env(self, **overrides: str) -> dict[str, str]:
+        broker = {"SEGQ_BROKER_URL": self.broker_url} if self.broker_url else {}
         return segq_env(
+            **broker,
             SEGQ_REDIS_URL=self.redis_url,
             SEGMIND_API_KEY=API_KEY,
             SEGQ_RESULTS_DIR=str(self.tmp_path / "results"),
@@ -159,8 +162,12 @@ class Fleet:
 
 
 @pytest.fixture
-def make_fleet(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
-    """``make_fleet(sandbox={knobs}, **SEGQ_settings)``: a fleet with no workers yet."""
+def make_fleet(
+    redis_url: str, broker_url: str | None, tmp_path: Path
+) -> Iterator[Callable[..., Fleet]]:
+    """``make_fleet(sandbox={knobs}, **SEGQ_settings)``: a fleet with no workers yet.
+
+    Every test that uses it runs once per broker (see ``tests/support/brokers.py``)."""
     fleets: list[Fleet] = []
     sandboxes: list[RunningSandbox] = []
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -177,7 +184,9 @@ def make_fleet(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Fleet]]
             store_client = redis.Redis.from_url(on_redis, decode_responses=True)
             clients.append(store_client)
         store = JobStore(store_client, retention_s=3600)
-        fleets.append(Fleet(on_redis or redis_url, sandboxes[-1], tmp_path, settings, store))
+        fleets.append(
+            Fleet(on_redis or redis_url, sandboxes[-1], tmp_path, settings, store, broker_url)
+        )
         return fleets[-1]
 
     yield make

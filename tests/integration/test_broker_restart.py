@@ -1,0 +1,60 @@
+"""RabbitMQ drops every connection mid-batch (as a broker restart or a network cut does): real
+workers reconnect, and the batch ends with nothing lost and nothing paid twice.
+
+Only the test's own virtual host loses its connections (``rabbitmqctl close_all_connections
+--vhost``), so runs sharing the RabbitMQ server do not feel it. Ground truth is the sandbox's
+ledger of submits per prompt, as in ``test_recovery.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.job_model import JobState
+from tests.integration.test_recovery import RECOVERY, SLOW_SANDBOX, assert_paid_once
+from tests.support.brokers import close_rabbitmq_connections, rabbitmq_consumers
+from tests.support.fleet import wait_until
+from workers.celery_app import ALL_QUEUES
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True),
+]
+
+JOBS = 150
+WORKERS = 2
+CUTS_AT_COMPLETED = (40, 90)
+"""The broker cuts every connection twice, once 40 and once 90 jobs have completed."""
+SOMETIMES_SLOW = {**SLOW_SANDBOX, "slow_probability": 0.2, "slow_s": 1.5}
+"""One upstream call in five takes 1.5 s, so tasks are running when the connections go (the
+case that once took a worker down), yet every answer comes well within the 5 s lease."""
+
+
+def every_queue_consumed(broker_url: str) -> bool:
+    consumers = rabbitmq_consumers(broker_url)
+    return all(consumers.get(queue, 0) == WORKERS for queue in ALL_QUEUES)
+
+
+def test_workers_reconnect_after_rabbitmq_drops_every_connection_and_lose_nothing(
+    make_fleet, broker_url
+):
+    # Given two workers on RabbitMQ working through a batch of 150 jobs (about 1 s each upstream,
+    # some calls slow)
+    fleet = make_fleet(sandbox=SOMETIMES_SLOW, **RECOVERY)
+    for _ in range(WORKERS):
+        fleet.start_worker(concurrency=16)
+    ids = fleet.add({"prompt": f"a tide pool {n}"} for n in range(JOBS))
+    for completed in CUTS_AT_COMPLETED:
+        # When RabbitMQ closes every connection of the host while jobs are under way
+        wait_until(lambda n=completed: fleet.store.state_counts().get("completed", 0) >= n,
+                   f"{completed} done", 90, fleet.workers)  # fmt: skip
+        close_rabbitmq_connections(broker_url, "segq broker restart test")
+        # Then both workers come back and consume every queue again
+        wait_until(lambda: every_queue_consumed(broker_url), "workers reconnected", 60,
+                   fleet.workers)  # fmt: skip
+    # And every job completes, none submitted twice unless the store recorded the interruption
+    jobs = fleet.wait_all(ids, timeout_s=120)
+    assert [job.state for job in jobs] == [JobState.COMPLETED] * JOBS
+    assert_paid_once(fleet, jobs)
+    # And the workers survived it (a reconnect, not a restart)
+    assert all(worker.running() for worker in fleet.workers)
