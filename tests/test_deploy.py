@@ -17,6 +17,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import jsonschema
@@ -372,6 +373,19 @@ def test_compose_has_sandbox_and_rabbitmq_profiles_and_the_broker_is_switchable(
         assert services[name]["environment"]["SEGQ_BROKER_URL"].startswith("${SEGQ_BROKER_URL:-")
         assert services[name]["depends_on"]["rabbitmq"]["required"] is False
     assert "SEGQ_BROKER_URL=amqp://" in (DEPLOY / "compose.yaml").read_text()
+
+
+def test_rabbitmq_env_file_starts_the_profile_and_points_the_workers_at_it():
+    lines = (DEPLOY / "rabbitmq.env.example").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert env["COMPOSE_PROFILES"] == "rabbitmq"
+    url = urlsplit(env["SEGQ_BROKER_URL"])
+    service = compose()["services"]["rabbitmq"]["environment"]
+    assert (url.scheme, url.hostname, url.port) == ("amqp", "rabbitmq", 5672)
+    assert url.username == service["RABBITMQ_DEFAULT_USER"]
+    assert url.password == env["RABBITMQ_PASSWORD"]
+    assert url.path == "/" + service["RABBITMQ_DEFAULT_VHOST"]
+    assert "rabbitmq.env" in (DEPLOY / ".gitignore").read_text().split()
 
 
 def test_compose_worker_shuts_down_gracefully():
