@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from types import TracebackType
 
 from rich.console import Console
@@ -19,14 +18,15 @@ from rich.progress import (
     MofNCompleteColumn,
     SpinnerColumn,
     TextColumn,
-    TimeElapsedColumn,
 )
 from rich.progress import Progress as RichProgress
 
+from producer.status_view import duration
 from producer.terminal import people
 from shared.job_model import JobState
 
 PLAIN_EVERY_S = 5.0
+BAR_WIDTH = 20
 
 
 @dataclass(frozen=True)
@@ -55,22 +55,25 @@ class WaitProgress:
         return self.done >= self.total
 
 
-def describe(progress: WaitProgress, images_saved: int | None) -> str:
-    """One line of figures: the same words on the bar and in the plain lines."""
-    parts = [
-        f"{progress.count(JobState.COMPLETED)} completed",
-        f"{progress.count(JobState.FAILED)} failed",
-    ]
+def describe(progress: WaitProgress, images_saved: int | None, compact: bool = False) -> str:
+    """The figures of a line: the same words in the plain lines and the final report, fewer on
+    the bar (whose counter already says how many jobs ended), so it fits 80 columns."""
+    parts = [] if compact else [f"{progress.count(JobState.COMPLETED)} completed"]
+    parts.append(f"{progress.count(JobState.FAILED)} failed")
     if progress.count(JobState.CANCELLED):
         parts.append(f"{progress.count(JobState.CANCELLED)} cancelled")
     parts.append(f"{progress.in_flight} in flight")
     if progress.rate_per_s:
-        parts.append(f"{progress.rate_per_s:.1f} jobs/s")
+        parts.append(f"{progress.rate_per_s:.1f}{'/s' if compact else ' jobs/s'}")
     if progress.eta_s is not None and not progress.is_terminal:
-        parts.append(f"ETA {timedelta(seconds=round(progress.eta_s))}")
+        parts.append(f"ETA {duration(progress.eta_s)}")
     if images_saved is not None:
-        parts.append(f"{images_saved} images saved")
+        parts.append(f"{images_saved} saved" if compact else f"{images(images_saved)} saved")
     return ", ".join(parts)
+
+
+def images(count: int) -> str:
+    return f"{count} image{'s' * (count != 1)}"
 
 
 class ProgressView:
@@ -84,9 +87,9 @@ class ProgressView:
         self.plain_every_s = plain_every_s
         self.live = self.console.is_terminal
         self._bar = RichProgress(
-            SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
-            MofNCompleteColumn(), TextColumn("{task.fields[figures]}", markup=False),
-            TimeElapsedColumn(), console=self.console,
+            SpinnerColumn(), TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=BAR_WIDTH), MofNCompleteColumn(),
+            TextColumn("{task.fields[figures]}", markup=False), console=self.console,
         )  # fmt: skip
         self._task = self._bar.add_task(label, total=None, figures="starting")
         self._last_line_at: float | None = None
@@ -109,13 +112,14 @@ class ProgressView:
             self._print_plain(self._last_line)
 
     def show(self, progress: WaitProgress, images_saved: int | None = None) -> None:
-        figures = describe(progress, images_saved)
         if self.live:
+            figures = describe(progress, images_saved, compact=True)
             self._bar.update(
                 self._task, total=progress.total, completed=progress.done, figures=figures
             )
             return
-        line = f"{self.label}: {progress.done}/{progress.total} done, {figures}"
+        figures = describe(progress, images_saved)
+        line = f"{self.label}: {progress.done}/{progress.total} ended, {figures}"
         now = time.monotonic()
         if self._last_line_at is None or now - self._last_line_at >= self.plain_every_s:
             self._print_plain(line)

