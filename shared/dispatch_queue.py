@@ -22,11 +22,17 @@ from shared.settings import Settings
 
 @dataclass(frozen=True)
 class DispatchPlan:
-    """What one dispatcher step decided: jobs to submit, (job, token) pairs to poll."""
+    """What one dispatcher step decided: jobs to submit, (job, token) pairs to poll, and
+    jobs whose callback or webhook is due."""
 
     submits: list[str]
     polls: list[tuple[str, str]]
     wake_in_s: float
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.submits) + len(self.polls) + len(self.notices)
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,10 @@ class PollTicket:
 
 @dataclass(frozen=True)
 class Ending:
-    """Whether a call ended its job, and whether a callback or webhook waits to hear of it."""
+    """Whether a call ended its job (its callback or webhook, if any, is then due at once:
+    the ending script scheduled it, see ``segq:notify``)."""
 
     ended: bool
-    notify: bool
 
 
 class DispatchQueue:
@@ -79,11 +85,12 @@ class DispatchQueue:
                 s.poll_rate_limit or 0, s.rate_safety, s.account_pause_seconds,
                 "1" if s.rate_limiter == "fleet" else "0", s.dispatch_idle_s,
             )  # fmt: skip
-        n_submits = int(reply[1])
-        submits = list(reply[2 : 2 + n_submits])
-        rest = reply[2 + n_submits :]
+        n_submits, n_notices = int(reply[1]), int(reply[2])
+        submits = list(reply[3 : 3 + n_submits])
+        notices = list(reply[3 + n_submits : 3 + n_submits + n_notices])
+        rest = reply[3 + n_submits + n_notices :]
         polls = [(rest[i], str(rest[i + 1])) for i in range(0, len(rest), 2)]
-        return DispatchPlan(submits=submits, polls=polls, wake_in_s=float(reply[0]))
+        return DispatchPlan(submits, polls, float(reply[0]), notices)
 
     def begin_submit(self, job_id: str) -> SubmitClaim:
         with store_errors():
@@ -118,10 +125,10 @@ class DispatchQueue:
     ) -> Ending:
         error = compact_json(failure.model_dump()) if failure else ""
         with store_errors():
-            _, ended, notify = self.store.run_script(
+            _, ended = self.store.run_script(
                 "release", job_id, mode, delay_s, error, self.settings.max_attempts
             )
-        return Ending(ended=bool(ended), notify=bool(notify))
+        return Ending(ended=bool(ended))
 
     def begin_poll(self, job_id: str, token: str) -> PollTicket | None:
         """Admission to poll, or None if this message is stale (another poll owns the job)."""
@@ -166,8 +173,19 @@ class DispatchQueue:
             fields += ["error", compact_json(failure.model_dump())]
         kind = failure.kind if failure else ""
         with store_errors():
-            ended, notify = self.store.run_script("finish", job_id, state.value, kind, *fields)
-        return Ending(ended=bool(ended), notify=bool(notify))
+            ended = self.store.run_script("finish", job_id, state.value, kind, *fields)
+        return Ending(ended=bool(ended))
+
+    def notice_done(self, job_id: str) -> None:
+        """Everybody was told of the job's ending, or its tries are spent."""
+        with store_errors():
+            self.store.redis.zrem(redis_keys.NOTIFY, job_id)
+
+    def notice_later(self, job_id: str, delay_s: float) -> None:
+        """Some target failed: the dispatcher publishes the notice again in ``delay_s``."""
+        with store_errors():
+            seconds, micros = self.store.redis.time()  # the fleet's one clock, as in the scripts
+            self.store.redis.zadd(redis_keys.NOTIFY, {job_id: seconds + micros / 1e6 + delay_s})
 
     def pause_fleet(self, reason: str) -> None:
         """An automatic pause: probed every ``account_pause_seconds``, ended by a good submit."""

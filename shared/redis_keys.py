@@ -15,6 +15,9 @@ segq:due                            zset    none; job -> next poll, retry or end
 segq:polling                        zset    none; job -> end of its poll lease, while its poll
                                             task waits in the broker (the poll window)
 segq:inflight                       zset    none; job -> submitted_at, until the job ends
+segq:notify                         zset    none; job -> when its callback/webhook is due (the
+                                            ending script adds it, the dispatcher leases it,
+                                            the notify task reschedules or removes it)
 segq:events:{job_id}                pubsub  -; the job's end, published by the ending script;
                                             a batch's waiters match segq:events:{batch_id}.*
 segq:stats                          hash    none; jobs per state, fleet-wide (job scripts)
@@ -42,6 +45,7 @@ DISPATCHED = PREFIX + "dispatched"
 DUE = PREFIX + "due"
 POLLING = PREFIX + "polling"
 INFLIGHT = PREFIX + "inflight"
+NOTIFY = PREFIX + "notify"
 STATS = PREFIX + "stats"
 METRICS = PREFIX + "metrics"
 FLEET = PREFIX + "fleet"
@@ -87,7 +91,7 @@ def script_layout(retention_s: int) -> list[str | int]:
     prefixes and fixed keys, so Lua builds keys from what this module says, and the retention."""
     return [
         JOB_PREFIX, BATCH_PREFIX, BULK_LANE_PREFIX, EVENTS_PREFIX, INTERACTIVE_LANE, LANE_RING,
-        DISPATCHED, DUE, INFLIGHT, STATS, FLEET, POLLING, retention_s,
+        DISPATCHED, DUE, INFLIGHT, STATS, FLEET, POLLING, NOTIFY, retention_s,
     ]  # fmt: skip
 
 

@@ -47,9 +47,9 @@ class Dispatcher:
     def step(self) -> float:
         """One dispatch and publish; returns how long to wait before the next."""
         plan = self.queue.dispatch(MAX_ITEMS_PER_STEP)
-        if plan.submits or plan.polls:
+        if plan.size:
             self.publish(plan)
-        if len(plan.submits) + len(plan.polls) >= MAX_ITEMS_PER_STEP:
+        if plan.size >= MAX_ITEMS_PER_STEP:
             return 0.0
         return min(plan.wake_in_s, self.idle_s)
 

@@ -138,16 +138,12 @@ def _complete(rt: Runtime, job_id: str, result: ResultAnswer, elapsed_s: float) 
     rt.observe_duration(_upstream_seconds(result.metrics, elapsed_s))
     job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.COMPLETED,
                      inference_s=result.metrics.get("inference_time"))  # fmt: skip
-    if ending.notify:
-        _notify(job_id)
 
 
 def _fail(rt: Runtime, job_id: str, failure: JobFailure, metrics: dict | None = None) -> None:
     ending = rt.queue.finish(job_id, JobState.FAILED, failure=failure, metrics=metrics)
     if ending.ended:
         job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.FAILED, failure=failure)
-        if ending.notify:
-            _notify(job_id)
 
 
 def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError) -> None:
@@ -157,16 +153,8 @@ def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError) -> None
         detail = f"gave up after {attempts + 1} attempts; last error: {exc.detail}"
         exhausted = JobFailure(kind="retries_exhausted", http_status=exc.http_status, detail=detail)
         job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.FAILED, failure=exhausted)
-        if ending.notify:
-            _notify(job_id)
     else:
         log.info("job %s: transient %s; retry in %.1fs", job_id, exc, delay_s)
-
-
-def _notify(job_id: str) -> None:
-    from workers.tasks import notify
-
-    notify.apply_async((job_id,))
 
 
 def _next_poll_in(rt: Runtime, elapsed_s: float, polls: int) -> float:

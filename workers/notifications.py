@@ -7,20 +7,26 @@ consume it). The webhook gets the same object as a JSON POST signed with
 so the key never reaches a webhook. A target that fails is tried again with backoff, up to
 ``SEGQ_WEBHOOK_MAX_ATTEMPTS`` tries; every try is recorded on the job (``deliveries``) and
 none ever changes the job's own outcome.
+
+Why no Celery retry: the ending script puts the job in ``segq:notify`` in the same step that
+ends it, and the dispatcher publishes (and leases) what is due there. A worker killed between
+ending a job and telling anybody, or a countdown message lost with a broker, therefore loses
+no notice; the record's deliveries say who was told already, so nobody is told twice.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from kombu.exceptions import OperationalError
 
+from shared.errors import JobNotFound
 from shared.job_codec import compact_json
+from shared.job_model import TERMINAL_STATES
 from shared.upstream_timing import compute_backoff_s
 from shared.webhook_signing import SIGNATURE_HEADER, sign
 from workers.runtime import Runtime
@@ -33,49 +39,36 @@ CALLBACK_TASK = "callback_task"
 WEBHOOK = "webhook"
 WEBHOOK_BACKOFF_BASE_S = 1.0
 WEBHOOK_BACKOFF_CAP_S = 60.0
-"""Well under the broker's visibility timeout: a retried delivery is a countdown message."""
 
 
-@dataclass(frozen=True)
-class NextTry:
-    """The targets that failed this time, and when to try them again."""
-
-    targets: list[str]
-    in_s: float
-
-
-def deliver_notifications(
-    rt: Runtime,
-    job_id: str,
-    attempt: int,
-    send_task: Callable[..., Any],
-    targets: Sequence[str] | None = None,
-) -> NextTry | None:
-    """Tells ``targets`` (first try: every target the job or its batch names, less those
-    already told of this ending) that the job ended; returns what to try again, or None."""
-    payload = rt.store.get_job(job_id).to_json()
+def deliver_notifications(rt: Runtime, job_id: str, send_task: Callable[..., Any]) -> None:
+    """Tells every target the job or its batch names, less those already told of this ending,
+    that the job ended; then takes the notice off the schedule, or puts it back for the
+    targets that failed (with backoff, until ``webhook_max_attempts`` tries are spent)."""
+    try:
+        job = rt.store.get_job(job_id)
+    except JobNotFound:
+        rt.queue.notice_done(job_id)  # expired: nobody is left to tell about
+        return
+    if job.state not in TERMINAL_STATES:
+        rt.queue.notice_done(job_id)  # retried meanwhile: its next ending schedules a notice
+        return
+    payload = job.to_json()
     named = dict(zip((CALLBACK_TASK, WEBHOOK), rt.store.notification_targets(job_id), strict=True))
-    pending = _untold_targets(named, payload) if targets is None else targets
-    failed = []
-    for target in pending:
-        where = named.get(target)
-        if where and not _deliver(rt, target, where, payload, attempt, send_task):
-            failed.append(target)
+    ending = [d for d in payload["deliveries"] if d.get("finished_at") == payload["finished_at"]]
+    told = {d["target"] for d in ending if d.get("ok")}
+    attempt = 1 + max((d["attempt"] for d in ending), default=0)
+    failed = [
+        target
+        for target, where in named.items()
+        if where and target not in told
+        and not _deliver(rt, target, where, payload, attempt, send_task)
+    ]  # fmt: skip
     if not failed or attempt >= rt.settings.webhook_max_attempts:
-        return None
+        rt.queue.notice_done(job_id)
+        return
     backoff_s = compute_backoff_s(attempt, WEBHOOK_BACKOFF_BASE_S, WEBHOOK_BACKOFF_CAP_S, rt.rng)
-    return NextTry(failed, backoff_s)
-
-
-def _untold_targets(named: dict[str, str | None], payload: dict[str, Any]) -> list[str]:
-    """Targets not yet told of this ending: a redelivered message tells nobody twice, and a
-    job retried after failing tells everybody again when it ends again."""
-    told = {
-        d["target"]
-        for d in payload["deliveries"]
-        if d.get("ok") and d.get("finished_at") == payload["finished_at"]
-    }
-    return [target for target, where in named.items() if where and target not in told]
+    rt.queue.notice_later(job_id, backoff_s)
 
 
 def _deliver(

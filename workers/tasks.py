@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from celery import Task
-
 from shared.dispatch_queue import DispatchPlan
 from workers.celery_app import app
 from workers.job_steps import poll_job, submit_job
@@ -23,14 +21,12 @@ def poll(job_id: str, token: str) -> None:
     poll_job(runtime(), job_id, token)
 
 
-@app.task(name="segq.notify", bind=True, ignore_result=True, max_retries=None)
-def notify(self: Task, job_id: str, targets: list[str] | None = None) -> None:
-    """Tells a job's callback task and webhook that it ended; retries only the targets that
-    failed, with backoff (bounded by webhook_max_attempts, each try recorded on the job)."""
-    attempt = self.request.retries + 1
-    next_try = deliver_notifications(runtime(), job_id, attempt, app.send_task, targets)
-    if next_try is not None:
-        raise self.retry(args=(job_id, next_try.targets), countdown=next_try.in_s)
+@app.task(name="segq.notify", ignore_result=True)
+def notify(job_id: str) -> None:
+    """Tells a job's callback task and webhook that it ended. Targets that fail are tried again
+    with backoff, not by a countdown message but by the job store's ``segq:notify`` schedule,
+    which also survives this worker dying mid-delivery."""
+    deliver_notifications(runtime(), job_id, app.send_task)
 
 
 def publish_plan(plan: DispatchPlan) -> None:
@@ -40,3 +36,5 @@ def publish_plan(plan: DispatchPlan) -> None:
             submit.apply_async((job_id,), producer=producer)
         for job_id, token in plan.polls:
             poll.apply_async((job_id, token), producer=producer)
+        for job_id in plan.notices:
+            notify.apply_async((job_id,), producer=producer)

@@ -9,11 +9,13 @@
 --  3. submits, while the fleet is not paused (or a probe is due), the broker window and the
 --     in-flight cap have room, and the submit budget has a slot: interactive lane first, but
 --     every 4th slot to bulk when both wait; bulk lanes round-robin
+--  4. due notices (a callback or webhook to tell, or to try again): leased for lease_s, so a
+--     notify task that dies is published again; the notify task removes or reschedules them
 -- A: window, max_in_flight (0: none), lease_s, max_items, submit_rate_key, poll_rate_key,
 --    submit_max_rate (0: none), poll_max_rate (0: none), safety, pause_s, limit_submits (1|0),
 --    idle_s
--- Returns {seconds until the next step is worth taking, n_submits, submit ids...,
---          (poll job id, token)...}
+-- Returns {seconds until the next step is worth taking, n_submits, n_notices, submit ids...,
+--          notice job ids..., (poll job id, token)...}
 local window, max_in_flight, lease_s = tonumber(A[1]), tonumber(A[2]), tonumber(A[3])
 local max_items = tonumber(A[4])
 local submit_key, poll_key = A[5], A[6]
@@ -136,7 +138,18 @@ if probing and #submits > 0 then
 end
 earliest(K.dispatched)
 
-local reply = {tostring(math.max(0, wake - NOW)), #submits}
+local notices = redis.call('ZRANGEBYSCORE', K.notify, '-inf', NOW, 'LIMIT', 0, max_items)
+for _, job_id in ipairs(notices) do
+  if redis.call('EXISTS', K.job .. job_id) == 1 then
+    redis.call('ZADD', K.notify, NOW + lease_s, job_id)
+  else
+    redis.call('ZREM', K.notify, job_id)  -- the record expired before anyone could be told
+  end
+end
+earliest(K.notify)
+
+local reply = {tostring(math.max(0, wake - NOW)), #submits, #notices}
 for _, job_id in ipairs(submits) do reply[#reply + 1] = job_id end
+for _, job_id in ipairs(notices) do reply[#reply + 1] = job_id end
 for _, item in ipairs(polls) do reply[#reply + 1] = item end
 return reply

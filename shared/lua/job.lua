@@ -38,13 +38,13 @@ local function requeue_front(job_id)
   ring_add(lane)
 end
 
--- 1 if a callback task or webhook waits to hear that the job ended (its own, or its batch's).
+-- Whether a callback task or webhook waits to hear that the job ended (its own, or its batch's).
 local function wants_notice(job_id, batch_id)
   local told = redis.call('HMGET', K.job .. job_id, 'callback_task', 'webhook_url')
   if batch_id and not (told[1] or told[2]) then
     told = redis.call('HMGET', K.batch .. batch_id, 'callback_task', 'webhook_url')
   end
-  return (told[1] or told[2]) and 1 or 0
+  return (told[1] or told[2]) and true or false
 end
 
 -- Ends a job once (compare-and-set on a non-terminal state). fields: extra HSET pairs.
@@ -74,5 +74,7 @@ local function finish_job(job_id, new_state, fields, error_kind)
     end
   end
   redis.call('PUBLISH', K.events .. job_id, new_state)
+  -- in the same step as the ending: a worker that dies right after cannot lose the notice
+  if wants_notice(job_id, batch_id) then redis.call('ZADD', K.notify, NOW, job_id) end
   return 1
 end

@@ -6,16 +6,16 @@
 --   retry: (transient failure) one more attempt in delay_s, or failed with kind
 --          retries_exhausted and the last error once max_attempts are spent
 -- A: job_id, mode, delay_s, error_json, max_attempts
--- Returns {state after the call, 1 if this call ended the job, 1 if a callback waits for it}.
+-- Returns {state after the call, 1 if this call ended the job}.
 local job_id, mode, delay_s = A[1], A[2], tonumber(A[3])
 local key = K.job .. job_id
-local state, batch_id = unpack(redis.call('HMGET', key, 'state', 'batch_id'))
-if not state or TERMINAL[state] then return {state or 'gone', 0, 0} end
+local state = redis.call('HGET', key, 'state')
+if not state or TERMINAL[state] then return {state or 'gone', 0} end
 redis.call('HDEL', key, 'claim')
 if mode == 'front' then
   redis.call('ZREM', K.dispatched, job_id)
   requeue_front(job_id)
-  return {state, 0, 0}
+  return {state, 0}
 end
 if mode == 'retry' then
   local attempts = redis.call('HINCRBY', key, 'attempts', 1)
@@ -25,9 +25,9 @@ if mode == 'retry' then
     local exhausted = cjson.encode({kind = 'retries_exhausted', http_status = last.http_status,
       detail = 'gave up after ' .. attempts .. ' attempts; last error: ' .. last.detail})
     finish_job(job_id, 'failed', {'error', exhausted}, 'retries_exhausted')
-    return {'failed', 1, wants_notice(job_id, batch_id)}
+    return {'failed', 1}
   end
 end
 redis.call('ZREM', K.dispatched, job_id)
 redis.call('ZADD', K.due, NOW + delay_s, job_id)
-return {state, 0, 0}
+return {state, 0}

@@ -163,3 +163,22 @@ def test_failing_callbacks_never_change_the_jobs_outcome(make_fleet):
         assert tries == [(1, False), (2, False)]
         [callback] = [d for d in job.deliveries if d["target"] == "callback_task"]
         assert callback["ok"] and callback["attempt"] == 1
+
+
+def test_a_cancelled_job_tells_its_callback_too(make_fleet):
+    # Given a fleet paused by hand, so the job stays queued, and the app's worker
+    fleet = make_fleet()
+    fleet.store.pause_fleet("test: hold the queue")
+    fleet.start_worker(2)
+    fleet.start_worker(2, celery_options=APP_WORKER_OPTIONS)
+    [job_id] = fleet.add([{"prompt": "a kite"}], JobOptions(callback_task=RECORD_JOB))
+    # When the job is cancelled
+    assert fleet.store.cancel_job(job_id).state is JobState.CANCELLED
+    # Then its callback hears of it once, with the cancelled job object
+    redis_client = fleet.store.redis
+    wait_until(lambda: redis_client.llen(received_key(job_id)), "callback received", 30,
+               fleet.workers)  # fmt: skip
+    time.sleep(QUIET_S)
+    received = [json.loads(r) for r in redis_client.lrange(received_key(job_id), 0, -1)]
+    assert [payload["state"] for payload in received] == [JobState.CANCELLED.value]
+    assert fleet.submits_per_request() == {}

@@ -271,3 +271,36 @@ def test_a_finished_job_record_is_a_small_listpack(make_world):
     key = redis_keys.job(job_id)
     assert store.redis.object("encoding", key) == "listpack"
     assert store.redis.memory_usage(key) < 1024
+
+
+def notices(store: JobStore) -> dict[str, float]:
+    return dict(store.redis.zrange(redis_keys.NOTIFY, 0, -1, withscores=True))
+
+
+def test_an_ending_schedules_its_notice_in_the_same_step_and_dispatch_leases_it(make_world):
+    # Given a batch with a webhook, one job completed, one cancelled, one still queued
+    store, queue = make_world(lease_s=30)
+    done, cancelled, _ = add_batch(store, "b", 3, webhook_url="https://example.test/hook")
+    submit_all(queue)
+    queue.finish(done, JobState.COMPLETED, outputs=["https://x.test/1.jpeg"])
+    store.cancel_job(cancelled)
+    # Then both endings, and only they, wait to be told, due now
+    assert set(notices(store)) == {done, cancelled}
+    # When a dispatcher step hands them out
+    plan = queue.dispatch()
+    # Then they are published once and leased: a worker dying mid-delivery loses none
+    assert sorted(plan.notices) == sorted([done, cancelled])
+    assert queue.dispatch().notices == []
+    assert min(notices(store).values()) > time.time() + 25
+    # And the notify task's verdicts take them off the schedule or bring them back later
+    queue.notice_done(done)
+    queue.notice_later(cancelled, 0.0)
+    assert queue.dispatch().notices == [cancelled]
+
+
+def test_jobs_nobody_listens_to_schedule_no_notice(make_world):
+    store, queue = make_world()
+    [job_id] = add_batch(store, "quiet", 1)
+    submit_all(queue)
+    queue.finish(job_id, JobState.FAILED, failure=JobFailure(kind="rejected", detail="no"))
+    assert notices(store) == {}
