@@ -129,6 +129,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of segq's loggers."
     )
+    health_file: Path = Field(
+        Path("/tmp/segq-worker-health.json"),
+        description="Where a worker keeps its health report for `segq health` (one per worker).",
+    )
+    redis_sentinel_master: str | None = Field(
+        None,
+        min_length=1,
+        description="Sentinel's name for the Redis master; needed when a URL is sentinel://.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="Password of the Sentinels themselves (not of the Redis master)."
+    )
 
     @field_validator("segmind_base_url")
     @classmethod

@@ -42,6 +42,7 @@ from celery import Celery
 from kombu import Queue
 
 from shared.settings import Settings, get_settings
+from workers.health import ConsumerStamp
 
 SUBMIT_QUEUE = "segq-submits"
 POLL_QUEUE = "segq-polls"
@@ -115,6 +116,7 @@ def broker_queues(settings: Settings) -> list[Queue]:
 def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("segq", include=["workers.tasks", "workers.signals"])
     app.conf.update(celery_config(settings or get_settings()))
+    app.steps["consumer"].add(ConsumerStamp)
     return app
 
 

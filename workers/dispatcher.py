@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from shared.dispatch_queue import DispatchPlan, DispatchQueue
@@ -33,6 +34,8 @@ class Dispatcher:
         self.queue = queue
         self.publish = publish
         self.idle_s = idle_s
+        self.last_step_at = 0.0
+        """When a step last got through to the job store (epoch seconds; the health file)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="segq-dispatcher", daemon=True)
 
@@ -57,6 +60,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 wait_s = self.step()
+                self.last_step_at = time.time()
             except StoreError as exc:
                 log.warning("dispatcher: %s; trying again in %.0fs", exc, STORE_ERROR_PAUSE_S)
                 wait_s = STORE_ERROR_PAUSE_S

@@ -1,16 +1,25 @@
-"""Worker lifecycle: logging, and the dispatcher thread that starts and stops with the worker."""
+"""Worker lifecycle: logging, and the dispatcher and heartbeat threads that start and stop with
+the worker.
+
+On SIGTERM (Celery's warm shutdown) the dispatcher stops publishing and the health file says
+``shutting_down`` at once (readiness fails); Celery then finishes the tasks it holds and hands
+reserved messages back to the broker, and the heartbeat goes on until the process ends, so
+liveness holds while the worker drains.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import setup_logging, worker_ready, worker_shutting_down
+from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
 from shared.settings import get_settings
 from workers.dispatcher import Dispatcher
+from workers.health import Heartbeat
 from workers.runtime import runtime
 
 _dispatchers: list[Dispatcher] = []
+_heartbeats: list[Heartbeat] = []
 
 
 @setup_logging.connect
@@ -21,16 +30,31 @@ def _configure_logging(**_: Any) -> None:
 
 
 @worker_ready.connect
-def _start_dispatcher(**_: Any) -> None:
+def _start_dispatcher(sender: Any = None, **_: Any) -> None:
     from workers.tasks import publish_plan
 
     rt = runtime()
     dispatcher = Dispatcher(rt.queue, publish_plan, idle_s=rt.settings.dispatch_idle_s)
     dispatcher.start()
     _dispatchers.append(dispatcher)
+    hostname = getattr(sender, "hostname", None) or "segq-worker"
+    heartbeat = Heartbeat(rt.settings.health_file, hostname, lambda: dispatcher.last_step_at)
+    heartbeat.start()
+    _heartbeats.append(heartbeat)
 
 
 @worker_shutting_down.connect
 def _stop_dispatcher(**_: Any) -> None:
+    for heartbeat in _heartbeats:
+        heartbeat.shutting_down()
     while _dispatchers:
         _dispatchers.pop().stop()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    """The worker has drained and is about to exit: its health file goes with it."""
+    while _heartbeats:
+        heartbeat = _heartbeats.pop()
+        heartbeat.stop()
+        heartbeat.path.unlink(missing_ok=True)
