@@ -15,8 +15,38 @@ COMMAND_MODULES = sorted(m.name for m in pkgutil.iter_modules(producer.commands.
 command is a new module and nothing else changes."""
 
 
+class LazyCommands(dict[str, click.Command]):
+    """Command name -> click command, its module imported on first use: ``segq status`` does
+    not pay for the sandbox's or Flower's imports."""
+
+    def __missing__(self, name: str) -> click.Command:
+        if name not in COMMAND_MODULES:
+            raise KeyError(name)
+        self[name] = getattr(importlib.import_module(f"producer.commands.{name}"), name)
+        return self[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMAND_MODULES or super().__contains__(name)
+
+    def get(  # type: ignore[override]
+        self, name: str, default: click.Command | None = None
+    ) -> click.Command | None:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
 class SegqGroup(click.Group):
-    """Turns segq's own errors into one clear line and exit status 2 instead of a traceback."""
+    """Finds commands by module (``LazyCommands``) and turns segq's own errors into one clear
+    line and exit status 1 instead of a traceback."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.commands = LazyCommands()
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return COMMAND_MODULES
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -29,8 +59,3 @@ class SegqGroup(click.Group):
 @click.version_option(package_name="segq")
 def main() -> None:
     """segq: image generation jobs on Segmind's SD 3.5 Turbo, queued on Redis, run by Celery."""
-
-
-for _name in COMMAND_MODULES:
-    _module = importlib.import_module(f"producer.commands.{_name}")
-    main.add_command(getattr(_module, _name))
