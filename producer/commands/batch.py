@@ -21,7 +21,13 @@ from typing import Any
 import click
 
 from producer.batch_files import FORMATS, BatchFile
-from producer.enqueueing import BatchLine, BatchReceipt, LineProblem, request_or_problems
+from producer.enqueueing import (
+    BatchLine,
+    BatchReceipt,
+    LineProblem,
+    checked_batch_id,
+    request_or_problems,
+)
 from producer.terminal import (
     defaults_from,
     json_option,
@@ -122,6 +128,8 @@ def batch(
     """Enqueue every line of FILE (JSON Lines, CSV with a header, or one prompt per line) as
     one batch; prints the batch id ({"batch_id": ...} with --json)."""
     defaults = defaults_from(assignments)
+    if batch_id is not None:
+        checked_batch_id(batch_id)  # before reading a large file, not after
     with open_producer() as producer:
         settings: Settings = producer.settings
         batch_file = BatchFile(file, file_format, max_file_bytes=settings.max_file_bytes,
