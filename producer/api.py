@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import redis
-
 from producer.enqueueing import (
     BatchLine,
     BatchPlan,
@@ -29,6 +27,7 @@ from producer.enqueueing import (
 from producer.failures import FAILURES_SAMPLED, FailureReason, group_failures
 from shared.job_model import Job, JobState
 from shared.job_store import BatchSummary, FleetState, JobStore
+from shared.redis_connection import redis_client
 from shared.settings import Settings, get_settings
 
 DEFAULT_RESULT_TIMEOUT_S = 600.0
@@ -42,7 +41,7 @@ class Producer:
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        client = redis.Redis.from_url(redis_url or self.settings.redis_url, decode_responses=True)
+        client = redis_client(self.settings, redis_url)
         self.store = JobStore(client, retention_s=self.settings.job_retention_s)
 
     def __enter__(self) -> Producer:

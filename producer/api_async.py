@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from producer.api import DEFAULT_RESULT_TIMEOUT_S
 from producer.enqueueing import (
     BatchLine,
@@ -30,6 +28,7 @@ from producer.failures import FAILURES_SAMPLED, FailureReason, group_failures
 from shared.job_model import Job, JobState
 from shared.job_store import BatchSummary, FleetState, NewJob
 from shared.job_store_async import AsyncJobStore
+from shared.redis_connection import async_redis_client
 from shared.settings import Settings, get_settings
 
 Requests = Iterable[RequestLike | BatchLine] | AsyncIterable[RequestLike | BatchLine]
@@ -41,8 +40,7 @@ class AsyncProducer:
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        url = redis_url or self.settings.redis_url
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        client = async_redis_client(self.settings, redis_url)
         self.store = AsyncJobStore(client, retention_s=self.settings.job_retention_s)
 
     async def __aenter__(self) -> AsyncProducer:

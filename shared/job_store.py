@@ -24,6 +24,7 @@ from shared.errors import InputError, JobNotFound, StoreError
 from shared.job_codec import compact_json, decode_job
 from shared.job_model import TERMINAL_STATES, Job, JobState
 from shared.lua_scripts import Scripts
+from shared.redis_connection import redis_client
 from shared.settings import Settings
 
 SCRIPT_CHUNK = 200
@@ -117,8 +118,7 @@ class JobStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        return cls(client, retention_s=settings.job_retention_s)
+        return cls(redis_client(settings), retention_s=settings.job_retention_s)
 
     def run_script(self, name: str, *args: object, client: Any = None) -> Any:
         """Runs a job script with the key layout in front of its own arguments."""

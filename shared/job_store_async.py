@@ -32,6 +32,7 @@ from shared.job_store import (
     summary_of,
 )
 from shared.lua_scripts import Scripts
+from shared.redis_connection import async_redis_client
 from shared.settings import Settings
 
 
@@ -45,8 +46,7 @@ class AsyncJobStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncJobStore:
-        client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-        return cls(client, retention_s=settings.job_retention_s)
+        return cls(async_redis_client(settings), retention_s=settings.job_retention_s)
 
     async def run_script(self, name: str, *args: object, client: Any = None) -> Any:
         layout = redis_keys.script_layout(self.retention_s)

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from shared.settings import Settings
 
@@ -137,12 +138,23 @@ def install_redaction(handlers: Iterable[logging.Handler], secrets: list[str]) -
 
 
 def _secrets_of(settings: Settings) -> list[str]:
-    """The API key first; then the other secrets segq holds (webhook key, Flower password)."""
-    fields = (settings.segmind_api_key, settings.webhook_secret, settings.flower_basic_auth)
+    """The API key first; then the other secrets segq holds (webhook key, Flower password,
+    Sentinel password, passwords inside the Redis and broker URLs)."""
+    fields = (settings.segmind_api_key, settings.webhook_secret, settings.flower_basic_auth,
+              settings.redis_sentinel_password)  # fmt: skip
     secrets = [field.get_secret_value() for field in fields if field is not None]
     if settings.flower_basic_auth is not None:
         secrets.append(settings.flower_basic_auth.get_secret_value().partition(":")[2])
+    for url in (settings.redis_url, settings.effective_broker_url):
+        secrets += [_password_in(part) for part in url.split(";") if _password_in(part)]
     return secrets
+
+
+def _password_in(url: str) -> str:
+    try:
+        return unquote(urlsplit(url.strip()).password or "")
+    except ValueError:
+        return ""
 
 
 def log_job_transition(

@@ -41,6 +41,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from shared.redis_connection import broker_transport_options
 from shared.settings import Settings, get_settings
 from workers.health import ConsumerStamp
 
@@ -55,7 +56,10 @@ AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 
 def celery_config(settings: Settings) -> dict[str, object]:
     """Celery's settings for segq; the same values are used by every process on the broker."""
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        **broker_transport_options(settings),
+    }
     config: dict[str, object] = {
         "broker_url": settings.effective_broker_url,
         "broker_transport_options": transport,
@@ -73,7 +77,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No task-sent event: Flower lists a task from task-received on, and the event cost the
+        # dispatcher a second publish per task (bench_pipeline).
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         "task_queues": broker_queues(settings),
         "task_default_queue": SUBMIT_QUEUE,

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from shared.logging_setup import configure_logging
 from shared.metrics import FleetCollector
+from shared.redis_connection import redis_client
 from shared.settings import get_settings
 
 DEFAULT_PORT = 9808
@@ -40,7 +41,7 @@ def metrics(host: str, port: int) -> None:
     """Serve the fleet's job metrics at http://HOST:PORT/metrics until SIGTERM or Ctrl-C."""
     settings = get_settings()
     configure_logging(settings)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis_client(settings)
     server = serve_metrics(client, host, port)
     click.echo(f"segq metrics: serving http://{host}:{server.server_port}/metrics", err=True)
     signal.signal(signal.SIGTERM, _exit_quietly)
