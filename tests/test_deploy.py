@@ -237,6 +237,7 @@ def segq_invocations() -> list[tuple[str, list[str]]]:
     found: list[tuple[str, list[str]]] = []
     image = dict(dockerfile_instructions())
     found.append(("Dockerfile", [*json.loads(image["ENTRYPOINT"])[1:], *json.loads(image["CMD"])]))
+    found.append(("Dockerfile HEALTHCHECK", healthcheck_command()[1:]))
     for name, service in compose()["services"].items():
         if service.get("image", "").startswith("segq:"):
             found.append((f"compose {name}", list(service["command"])))
@@ -244,11 +245,25 @@ def segq_invocations() -> list[tuple[str, list[str]]]:
         for container in pod_containers(doc):
             if container.get("command") == ["segq"]:
                 found.append((f"{name} {container['name']}", list(container["args"])))
+            for probe, command in probe_commands(container).items():
+                if command[:1] == ["segq"]:
+                    found.append((f"{name} {container['name']} {probe}", command[1:]))
     for path in UNITS:
         argv = shlex.split(unit_value(unit_entries(path), "Service", "ExecStart") or "")
         assert argv[0].endswith("/bin/segq"), path.name
         found.append((path.name, [arg.replace("%%", "%") for arg in argv[1:]]))
     return found
+
+
+def probe_commands(container: dict) -> dict[str, list[str]]:
+    """The exec command of each probe a container has."""
+    probes = ("startupProbe", "readinessProbe", "livenessProbe")
+    return {p: container[p]["exec"]["command"] for p in probes if "exec" in container.get(p, {})}
+
+
+def healthcheck_command() -> list[str]:
+    arguments = dict(dockerfile_instructions())["HEALTHCHECK"]
+    return json.loads(arguments.partition("CMD ")[2])
 
 
 def pod_containers(document: dict) -> list[dict]:
@@ -410,8 +425,27 @@ def test_worker_deployment_has_probes_and_a_grace_period_for_warm_shutdown():
     pod = worker["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] >= 3 * Settings().http_timeout_s
     (container,) = pod["containers"]
-    assert container["livenessProbe"]["exec"] and container["readinessProbe"]["exec"]
+    assert probe_commands(container) == {
+        "startupProbe": ["segq", "health"],
+        "readinessProbe": ["segq", "health", "--ready"],
+        "livenessProbe": ["segq", "health"],
+    }
+    assert all(container[p]["timeoutSeconds"] >= 5 for p in probe_commands(container))
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_health_file_is_where_the_worker_may_write():
+    """The default SEGQ_HEALTH_FILE is in /tmp, which the read-only pod mounts writable."""
+    (worker,) = [d for d in k8s_by_kind("Deployment") if d["metadata"]["name"] == "segq-worker"]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert str(Settings().health_file.parent) in mounts
+    assert healthcheck_command() == ["segq", "health", "--ready"]
+    unit = unit_entries(DEPLOY / "systemd" / "segq-worker@.service")
+    runtime_dir = unit_value(unit, "Service", "RuntimeDirectory")
+    assert unit_value(unit, "Service", "Environment") == (
+        f"SEGQ_HEALTH_FILE=/run/{runtime_dir}/health.json"
+    )
 
 
 def test_flower_and_metrics_services_are_cluster_internal():
