@@ -65,9 +65,10 @@ def answers(samples: Samples, kind: str, status_class: str = "2") -> float:
 
 
 def test_metrics_after_a_batch_match_the_job_records_and_the_sandbox(make_fleet, exporter):
-    # Given a worker and the exporter on the same Redis
+    # Given two worker processes and the exporter on the same Redis
     fleet = make_fleet()
-    fleet.start_worker(concurrency=4)
+    fleet.start_worker(concurrency=2)
+    fleet.start_worker(concurrency=2)
     url = exporter(fleet)
     # When a small batch runs to its end
     jobs = fleet.wait_all(fleet.add({"prompt": f"a harbour {n}"} for n in range(12)), 60)
