@@ -70,8 +70,12 @@ class GenerationRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_has_text(cls, prompt: str) -> str:
+        """pydantic strips Unicode White_Space only, so a prompt of separators such as U+001F
+        would pass ``min_length``: refuse what Python's ``str.strip`` leaves empty too."""
         if "\x00" in prompt:
             raise ValueError("prompt contains a NUL character")
+        if not prompt.strip():
+            raise ValueError("prompt has no text, only whitespace or separator characters")
         return prompt
 
     def image_size(self) -> tuple[int, int]:
