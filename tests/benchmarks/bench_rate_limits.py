@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sys
 import tempfile
 import threading
@@ -48,6 +47,7 @@ from shared.job_store import JobStore
 from shared.local_redis import start_local_redis
 from shared.request_model import MODEL_SLUG, GenerationRequest
 from shared.sandbox import RunningSandbox, SandboxConfig, start_sandbox
+from tests.benchmarks.support import stop_all
 from tests.support.fleet import API_KEY, Fleet
 
 WORKERS = 4
@@ -147,14 +147,6 @@ def drain(fleet: Fleet, ids: list[str]) -> tuple[int, int]:
         if busy == 0 or time.monotonic() > deadline:
             return states.count(JobState.COMPLETED), states.count(JobState.FAILED)
         time.sleep(0.2)
-
-
-def stop_all(fleet: Fleet) -> None:
-    """SIGTERM to every worker at once, then wait for each (a warm shutdown takes a second)."""
-    for worker in fleet.workers:
-        if worker.running():
-            worker.popen.send_signal(signal.SIGTERM)
-    fleet.stop()
 
 
 def run_sdk(bench: Bench) -> Outcome:

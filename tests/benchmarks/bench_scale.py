@@ -43,6 +43,7 @@ from shared.job_store import JobOptions, JobStore, NewJob, batch_job_id  # noqa:
 from shared.local_redis import start_local_redis  # noqa: E402
 from shared.request_model import GenerationRequest  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
+from tests.benchmarks.support import client_for, verdict  # noqa: E402
 from tests.support.finished_jobs import METRICS, OUTPUT_URL, run_dispatched_jobs  # noqa: E402
 from tests.support.fleet import segq_env  # noqa: E402
 
@@ -59,10 +60,6 @@ SIZES = {
 }
 STREAMED_ENQUEUE = "streamed enqueue (JobStore.add_jobs per 1,000 lines; no segq batch yet)"
 TARGETS = {"bytes_per_job": 1024, "producer_rss_mb": 150, "enqueue_ratio": 2, "status_s": 1.0}
-
-
-def client_for(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True)
 
 
 def stored_bytes(client: redis.Redis) -> int:
@@ -350,10 +347,6 @@ def report(results: dict[str, object]) -> None:
     value_width = max(len(row[1]) for row in rows[1:])
     for figure, value, against in rows:
         print(f"{figure:<{width}}  {value:<{value_width}}  {against}")
-
-
-def verdict(met: bool, target: str) -> str:
-    return f"target {target}: {'met' if met else 'MISSED'}"
 
 
 if __name__ == "__main__":
