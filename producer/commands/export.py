@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import click
 
-from producer.terminal import URL_EXPIRY_NOTE, find, open_producer, people
+from producer.terminal import URL_EXPIRY_ADVICE, find, open_producer, people
 from shared.job_model import Job, iso_time
 from shared.request_model import parameter_names
 
@@ -97,4 +97,4 @@ def export(target_id: str, export_format: str, output: Path | None) -> None:
         with output_stream(output) as out:
             rows = write_export(jobs, export_format, out)
     where = f" to {output}" if output else ""
-    people().print(f"exported {rows:,} job{'s' * (rows != 1)}{where}. {URL_EXPIRY_NOTE}")
+    people().print(f"exported {rows:,} job{'s' * (rows != 1)}{where}. {URL_EXPIRY_ADVICE}")
