@@ -19,6 +19,7 @@ from shared.errors import (
     AccountError,
     JobRejected,
     RateLimited,
+    StoreError,
     TransientError,
 )
 from shared.job_model import JobFailure, JobState
@@ -33,6 +34,8 @@ log = logging.getLogger("segq.jobs")
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
+RECORD_RETRY_PAUSE_S = 0.5
+"""Between two tries to store a submit's request id while Redis is away."""
 MAX_INLINE_WAIT_S = 2.0
 """A result fetch waits this long at most for a poll slot inside the task; longer, and the
 job goes back to the job store to be polled again when the budget allows."""
@@ -77,9 +80,32 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         _retry(rt, job_id, claim.attempts, exc)
         return False
     first_poll_in_s = _next_poll_in(rt, elapsed_s=0.0, polls=0)
-    state = rt.queue.record_submitted(job_id, accepted.request_id, first_poll_in_s)
+    state = _record_submitted(rt, job_id, accepted.request_id, first_poll_in_s)
     job_events.submitted(rt.store.redis, job_id, accepted.request_id, state, request.prompt)
     return state is JobState.SUBMITTED
+
+
+def _record_submitted(
+    rt: Runtime, job_id: str, request_id: str, first_poll_in_s: float
+) -> JobState:
+    """Stores the request id Segmind just issued, trying again while the store is briefly away.
+
+    Segmind has accepted this submit and will bill it: if the write is lost, the job's claim
+    runs out and another task submits it again (counted in ``interrupted_submits``). A Redis
+    restart or failover refuses connections, then answers "loading the dataset" for a while,
+    longer than redis-py's own retries last; so this one write keeps trying for as long as the
+    claim protects the job (``lease_s``). The write is idempotent, so a retry after a reply
+    that was lost on the way does no harm."""
+    deadline = time.monotonic() + rt.settings.lease_s
+    while True:
+        try:
+            return rt.queue.record_submitted(job_id, request_id, first_poll_in_s)
+        except StoreError as exc:
+            if time.monotonic() + RECORD_RETRY_PAUSE_S >= deadline:
+                raise
+            log.warning("job %s: request_id=%s not stored yet (%s); trying again",
+                        job_id, request_id, exc)  # fmt: skip
+            time.sleep(RECORD_RETRY_PAUSE_S)
 
 
 def poll_job(rt: Runtime, job_id: str, token: str) -> None:

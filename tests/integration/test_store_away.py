@@ -1,0 +1,44 @@
+"""Redis away at the one moment it costs money: between Segmind accepting a submit and the job
+store recording its request id.
+
+Found by the chaos suite: a Redis restart answers "loading the dataset" for a moment after it
+accepts connections again, redis-py does not retry that, and the lost write let a second task
+submit the job again once its claim ran out (paid twice).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shared.job_model import JobState
+from shared.local_redis import start_local_redis
+from tests.support.fleet import wait_until
+
+pytestmark = pytest.mark.integration
+
+HELD_ANSWERS = {"slow_probability": 1.0, "slow_s": 2.0}
+"""Every answer is held back 2 s: Redis can be stopped while the submits are upstream."""
+REDIS_AWAY_S = 6.0
+"""Longer than redis-py's own retries last (10 tries, at most about 4 s)."""
+
+
+def test_a_submit_answered_while_redis_is_away_is_recorded_once_redis_is_back(make_fleet, tmp_path):
+    # Given a worker whose three submits Segmind is about to accept
+    with start_local_redis(appendonly=True, data_dir=tmp_path) as server:
+        fleet = make_fleet(sandbox=HELD_ANSWERS, on_redis=server.url, SEGQ_LEASE_S="20")
+        fleet.start_worker()
+        ids = fleet.add({"prompt": f"a quarry {n}"} for n in range(3))
+        wait_until(lambda: fleet.sandbox.truth(with_requests=False)["totals"]["slowed"] >= 3,
+                   "three submits upstream", 30, fleet.workers)  # fmt: skip
+        # When Redis is away while the answers come back
+        server.stop()
+        time.sleep(REDIS_AWAY_S)
+        server.start()
+        # Then every job completes, each submitted once, none counted as interrupted
+        jobs = fleet.wait_all(ids, timeout_s=90)
+        fleet.stop()
+    assert [job.state for job in jobs] == [JobState.COMPLETED] * 3
+    assert sorted(fleet.submits_per_request().values()) == [1, 1, 1]
+    assert [job.interrupted_submits for job in jobs] == [0, 0, 0]
