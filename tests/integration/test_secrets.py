@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import redis
 
 from shared.job_model import JobState
 from shared.job_store import JobOptions, JobStore, NewJob
+from shared.local_redis import free_port
 from shared.sandbox import RunningSandbox, SandboxConfig, start_sandbox
 from tests.support.fleet import Process, segq_env, wait_until
 from tests.support.secret_scan import RedisMonitor, leaks_in, redis_leaks
@@ -46,12 +46,6 @@ JOBS = 18
 FAILING = 3
 STARTUP_S = 40.0
 FLOWER_TASK_PAGES = 40
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
