@@ -12,7 +12,10 @@ from producer import AsyncProducer
 from shared.job_model import JobState
 from shared.settings import load_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.redis_only("the producer writes only to the job store"),
+]
 
 
 def test_async_producer_enqueues_and_waits_for_real_images(make_fleet):

@@ -16,7 +16,10 @@ import pytest
 from shared import redis_keys
 from tests.support.fleet import REPO, Fleet
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.redis_only("the producer writes only to the job store"),
+]
 
 COMMAND_TIMEOUT_S = 60
 JOB_KEYS = {"job_id", "state", "request_id", "outputs", "metrics", "attempts", "error",
