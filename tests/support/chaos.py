@@ -12,20 +12,18 @@ the jobs with the sandbox's ground truth afterwards.
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from shared.errors import StoreError
 from shared.job_model import TERMINAL_STATES
 from shared.local_redis import LocalRedis
-from tests.support.brokers import RABBITMQCTL_TIMEOUT_S
+from tests.support.brokers import close_rabbitmq_connections
 from tests.support.fleet import Fleet, Process
 
 WORKERS = 2
@@ -228,11 +226,7 @@ class ChaosRun:
     def close_broker_connections(self) -> None:
         """RabbitMQ closes every connection of the test's virtual host (workers reconnect)."""
         assert self.broker_url is not None
-        vhost = unquote(urlsplit(self.broker_url).path.lstrip("/"))
-        subprocess.run(
-            ["rabbitmqctl", "-q", "close_all_connections", "--vhost", vhost, "segq chaos test"],
-            check=True, capture_output=True, timeout=RABBITMQCTL_TIMEOUT_S,
-        )  # fmt: skip
+        close_rabbitmq_connections(self.broker_url, "segq chaos test")
         self.tally.broker_connection_closes += 1
 
     def wait_all_ended(self, timeout_s: float) -> None:
