@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import bisect
 import logging
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -100,28 +100,37 @@ def _checked(kind: str) -> str:
 
 class FleetMetrics:
     """What workers record. Every method takes an optional pipeline so a caller that is
-    writing to Redis anyway adds the metric to its round trip; without one, the method makes
-    one round trip itself and never raises (a lost sample must not fail a job)."""
+    writing to Redis anyway adds the metric to its round trip; without one, the sample is
+    written at once (one round trip), or, with ``flush_every_s``, added up in this process and
+    written by a background thread every ``flush_every_s`` seconds and on ``close()``.
 
-    def __init__(self, client: redis.Redis) -> None:
+    Buffering is what workers use: a round trip per HTTP answer was a fifth of a job's Redis
+    work for numbers Prometheus scrapes every 15 s. Counters still add up across processes
+    (HINCRBY of the buffered sums) and a normal shutdown writes what is left; a SIGKILLed
+    worker loses at most its last ``flush_every_s`` of samples. A lost sample never fails a
+    job: a flush that cannot reach Redis keeps its sums for the next one."""
+
+    def __init__(self, client: redis.Redis, *, flush_every_s: float | None = None) -> None:
         self.redis = client
+        self.flush_every_s = flush_every_s
+        self._pending: dict[str, int | float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def upstream_answer(self, kind: str, http_status: int | None, pipe: Pipe | None = None) -> None:
         """One answer (or none: ``http_status=None``) to a ``kind`` call (submit, status, ...)."""
         status = "none" if http_status is None else str(int(http_status))
-        with self._writing(pipe) as p:
-            p.hincrby(redis_keys.METRICS, f"upstream_answers:{_checked(kind)}:{status}", 1)
+        self._add({f"upstream_answers:{_checked(kind)}:{status}": 1}, pipe)
 
     def rate_limited(self, kind: str, pipe: Pipe | None = None) -> None:
         """A 429 on the ``kind`` budget (submit or poll)."""
-        with self._writing(pipe) as p:
-            p.hincrby(redis_keys.METRICS, f"rate_limited:{_checked(kind)}", 1)
+        self._add({f"rate_limited:{_checked(kind)}": 1}, pipe)
 
     def budget_wait(self, kind: str, seconds: float, pipe: Pipe | None = None) -> None:
         """A task told to wait ``seconds`` for a slot of the ``kind`` budget."""
-        with self._writing(pipe) as p:
-            p.hincrbyfloat(redis_keys.METRICS, f"budget_wait_seconds:{_checked(kind)}", seconds)
-            p.hincrby(redis_keys.METRICS, f"budget_waits:{kind}", 1)
+        kind = _checked(kind)
+        self._add({f"budget_wait_seconds:{kind}": float(seconds), f"budget_waits:{kind}": 1}, pipe)
 
     def inference_seconds(self, seconds: float, pipe: Pipe | None = None) -> None:
         """Segmind's inference time of one completed job (its ``metrics``)."""
@@ -135,26 +144,67 @@ class FleetMetrics:
         """Status calls one finished job needed."""
         self._observe("polls_per_job", polls, pipe)
 
+    def flush(self) -> None:
+        """Writes the buffered sums in one round trip; on failure they wait for the next."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            self._write(pending, None)
+        except redis.RedisError as exc:
+            log.warning("metrics not written yet (kept for the next flush): %s", exc)
+            with self._lock:
+                for name, amount in pending.items():
+                    self._pending[name] = self._pending.get(name, 0) + amount
+
+    def close(self) -> None:
+        """Stops the background flush and writes what is left (a worker's normal shutdown)."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(10)
+        self.flush()
+
     def _observe(self, histogram: str, value: float, pipe: Pipe | None) -> None:
         bounds = HISTOGRAM_BUCKETS[histogram]
         index = bisect.bisect_left(bounds, value)
         le = _label(bounds[index]) if index < len(bounds) else "+Inf"
-        with self._writing(pipe) as p:
-            p.hincrby(redis_keys.METRICS, f"{histogram}_bucket:{le}", 1)
-            p.hincrbyfloat(redis_keys.METRICS, f"{histogram}_sum", value)
-            p.hincrby(redis_keys.METRICS, f"{histogram}_count", 1)
+        self._add({f"{histogram}_bucket:{le}": 1, f"{histogram}_sum": float(value),
+                   f"{histogram}_count": 1}, pipe)  # fmt: skip
 
-    @contextmanager
-    def _writing(self, pipe: Pipe | None) -> Iterator[Any]:
+    def _add(self, amounts: dict[str, int | float], pipe: Pipe | None) -> None:
         if pipe is not None:
-            yield pipe
-            return
-        own = self.redis.pipeline(transaction=False)
-        yield own
-        try:
-            own.execute()
-        except redis.RedisError as exc:
-            log.warning("metrics sample lost: %s", exc)
+            self._write(amounts, pipe)
+        elif self.flush_every_s is None:
+            try:
+                self._write(amounts, None)
+            except redis.RedisError as exc:
+                log.warning("metrics sample lost: %s", exc)
+        else:
+            with self._lock:
+                for name, amount in amounts.items():
+                    self._pending[name] = self._pending.get(name, 0) + amount
+                if self._flusher is None:
+                    self._flusher = threading.Thread(
+                        target=self._flush_regularly, args=(self.flush_every_s,),
+                        name="segq-metrics", daemon=True,
+                    )  # fmt: skip
+                    self._flusher.start()
+
+    def _write(self, amounts: dict[str, int | float], pipe: Pipe | None) -> None:
+        """HINCRBY for counts, HINCRBYFLOAT for sums; executed here unless ``pipe`` is given."""
+        target = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        for name, amount in amounts.items():
+            if isinstance(amount, float):
+                target.hincrbyfloat(redis_keys.METRICS, name, amount)
+            else:
+                target.hincrby(redis_keys.METRICS, name, amount)
+        if pipe is None:
+            target.execute()
+
+    def _flush_regularly(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            self.flush()
 
 
 @dataclass

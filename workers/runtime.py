@@ -23,6 +23,8 @@ from shared.settings import Settings, get_settings
 from shared.upstream_timing import DurationEstimate
 
 WEBHOOK_TIMEOUT_S = 10.0
+METRICS_FLUSH_S = 1.0
+"""Workers add their metrics up in memory and write them this often (``FleetMetrics``)."""
 
 
 @dataclass
@@ -48,15 +50,13 @@ class Runtime:
 def runtime() -> Runtime:
     settings = get_settings()
     store = JobStore.from_settings(settings)
-    metrics = FleetMetrics(store.redis)
+    metrics = FleetMetrics(store.redis, flush_every_s=METRICS_FLUSH_S)
     return Runtime(
         settings=settings,
         store=store,
         queue=DispatchQueue(store, settings),
         limiter=FleetLimiter(store.redis, settings),
-        client=SegmindClient.from_settings(
-            settings, max_connections=settings.worker_concurrency, on_answer=metrics.upstream_answer
-        ),
+        client=SegmindClient.from_settings(settings, on_answer=metrics.upstream_answer),
         durations=DurationEstimate(),
         webhooks=httpx.Client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False),
         metrics=metrics,

@@ -1,5 +1,5 @@
-"""Worker lifecycle: logging, and the dispatcher and heartbeat threads that start and stop with
-the worker.
+"""Worker lifecycle: logging, the dispatcher and heartbeat threads that start and stop with
+the worker, and the buffered metrics written as it exits.
 
 On SIGTERM (Celery's warm shutdown) the dispatcher stops publishing and the health file says
 ``shutting_down`` at once (readiness fails); Celery then finishes the tasks it holds and hands
@@ -58,3 +58,9 @@ def _stop_heartbeat(**_: Any) -> None:
         heartbeat = _heartbeats.pop()
         heartbeat.stop()
         heartbeat.path.unlink(missing_ok=True)
+
+
+@worker_shutdown.connect
+def _write_buffered_metrics(**_: Any) -> None:
+    """The worker has drained: the metrics it added up since the last flush reach Redis."""
+    runtime().metrics.close()

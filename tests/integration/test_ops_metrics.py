@@ -8,7 +8,7 @@ sandbox's ground truth (what Segmind would have seen), not what the workers beli
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +23,9 @@ pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 EXPORTER_STARTUP_S = 30.0
+METRICS_SETTLE_S = 15.0
+"""Workers write their metrics every second (``workers.runtime.METRICS_FLUSH_S``): a scrape
+right after the jobs ended may not show the last second yet."""
 
 
 @pytest.fixture
@@ -53,6 +56,16 @@ def scrape(url: str) -> Samples:
     }
 
 
+def scrape_once(url: str, settled: Callable[[Samples], bool]) -> Samples:
+    """A scrape that shows what ``settled`` waits for (the workers' last flush)."""
+
+    def settled_scrape() -> Samples | None:
+        samples = scrape(url)
+        return samples if settled(samples) else None
+
+    return wait_until(settled_scrape, "metrics flushed", METRICS_SETTLE_S)
+
+
 def answers(samples: Samples, kind: str, status_class: str = "2") -> float:
     """Answers to ``kind`` calls whose HTTP status starts with ``status_class``."""
     return sum(
@@ -72,7 +85,7 @@ def test_metrics_after_a_batch_match_the_job_records_and_the_sandbox(make_fleet,
     url = exporter(fleet)
     # When a small batch runs to its end
     jobs = fleet.wait_all(fleet.add({"prompt": f"a harbour {n}"} for n in range(12)), 60)
-    samples = scrape(url)
+    samples = scrape_once(url, lambda s: s[("segq_end_to_end_seconds_count", ())] == 12)
     truth = fleet.sandbox.truth(with_requests=False)["totals"]
     # Then the job counts and Segmind's answers are what happened
     assert {job.state for job in jobs} == {JobState.COMPLETED}
@@ -100,7 +113,7 @@ def test_429s_from_the_sandbox_are_counted_and_the_learned_rate_is_served(make_f
     # When more jobs arrive at once than one window admits
     jobs = fleet.wait_all(fleet.add({"prompt": f"a pier {n}"} for n in range(25)), 90)
     # (an exporter finds new budgets every few minutes: this one starts after the 429s)
-    samples = scrape(exporter(fleet))
+    samples = scrape_once(exporter(fleet), lambda s: answers(s, "submit", "2") == 25)
     truth = fleet.sandbox.truth(with_requests=False)["totals"]
     # Then every 429 the sandbox sent is counted, as an answer and against the submit budget
     assert {job.state for job in jobs} == {JobState.COMPLETED}

@@ -102,6 +102,53 @@ def test_a_callers_pipeline_carries_the_samples_in_its_own_round_trip(redis_clie
     assert fields["polls_per_job_count"] == "1"
 
 
+def test_buffered_samples_reach_redis_within_the_flush_interval_and_on_close(redis_url):
+    # Given two workers that buffer their samples, one flushing every 0.1 s, one never before close
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    regular = FleetMetrics(redis.Redis.from_url(redis_url), flush_every_s=0.1)
+    at_exit = FleetMetrics(redis.Redis.from_url(redis_url), flush_every_s=3600)
+    # When both record answers and a histogram sample
+    for metrics in (regular, at_exit):
+        for _ in range(3):
+            metrics.upstream_answer("status", 200)
+        metrics.polls_per_job(2)
+    # Then nothing costs a round trip at once; the regular flush arrives within its interval
+    deadline = time.monotonic() + 5
+    while client.hget(redis_keys.METRICS, "upstream_answers:status:200") != "3":
+        assert time.monotonic() < deadline, "the regular flush never came"
+        time.sleep(0.05)
+    # And closing the other (a worker's normal shutdown) writes what it held: the sums add up
+    at_exit.close()
+    regular.close()
+    fields = client.hgetall(redis_keys.METRICS)
+    assert fields["upstream_answers:status:200"] == "6"
+    assert fields["polls_per_job_count"] == "2"
+    assert float(fields["polls_per_job_sum"]) == 4.0
+    for metrics in (regular, at_exit):
+        metrics.redis.close()
+    client.close()
+
+
+def test_a_flush_that_cannot_reach_redis_keeps_its_sums_for_the_next(redis_url):
+    # Given a buffering worker whose Redis is away
+    metrics = FleetMetrics(
+        redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), flush_every_s=3600
+    )
+    metrics.rate_limited("poll")
+    metrics.budget_wait("poll", 1.5)
+    metrics.flush()  # logs a warning, raises nothing
+    # When Redis is reachable again (here: the same sums moved to a live client)
+    metrics.redis.close()
+    metrics.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+    metrics.rate_limited("poll")
+    metrics.close()
+    # Then nothing was lost
+    fields = metrics.redis.hgetall(redis_keys.METRICS)
+    assert fields["rate_limited:poll"] == "2"
+    assert float(fields["budget_wait_seconds:poll"]) == 1.5
+    metrics.redis.close()
+
+
 def test_a_sample_lost_to_a_dead_redis_does_not_raise():
     metrics = FleetMetrics(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
     metrics.rate_limited("poll")
