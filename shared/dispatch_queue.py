@@ -37,11 +37,17 @@ class DispatchPlan:
 
 @dataclass(frozen=True)
 class SubmitClaim:
-    """The outcome of claiming a job's submit; ``params`` are the batch defaults plus its own."""
+    """The outcome of claiming a job's submit; ``params`` are the batch defaults plus its own.
 
-    outcome: Literal["go", "busy", "skip", "gone"]
+    ``hold`` (the submit budget holds off ``wait_s`` more: a 429's window) and ``paused`` (the
+    fleet is paused, ``reason`` says why, and this job is not its probe): the fleet's gate
+    said no, and the job went back to the front of its lane in the same step."""
+
+    outcome: Literal["go", "busy", "skip", "gone", "hold", "paused"]
     params: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    wait_s: float = 0.0
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,42 @@ class PollTicket:
 
 
 @dataclass(frozen=True)
+class PollHold:
+    """The poll budget holds off ``wait_s`` more (a 429's window): the job is looked at again
+    then, and this message polls nothing."""
+
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A stored request id: the job's state after it (``submitted``, or ``cancelled`` if it
+    was cancelled meanwhile) and how long it waited from being accepted by segq."""
+
+    state: JobState
+    waited_s: float | None = None
+
+
+@dataclass(frozen=True)
 class Ending:
     """Whether a call ended its job (its callback or webhook, if any, is then due at once:
-    the ending script scheduled it, see ``segq:notify``)."""
+    the ending script scheduled it, see ``segq:notify``); when it did, what the job's line and
+    metrics need, read by the same script (``ending_of`` in ``shared/lua/job.lua``)."""
 
     ended: bool
+    request_id: str | None = None
+    polls: int = 0
+    e2e_s: float | None = None
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> Ending:
+        if not int(reply[0]):
+            return cls(ended=False)
+        created_at, finished_at, request_id, polls = reply[1:5]
+        e2e_s = None
+        if created_at and finished_at:
+            e2e_s = max(0.0, float(finished_at) - float(created_at))
+        return cls(ended=True, request_id=request_id or None, polls=int(polls), e2e_s=e2e_s)
 
 
 class DispatchQueue:
@@ -93,20 +130,31 @@ class DispatchQueue:
         return DispatchPlan(submits, polls, float(reply[0]), notices)
 
     def begin_submit(self, job_id: str) -> SubmitClaim:
+        """Claims the submit if the fleet's gate lets it call now (one script call: the task
+        makes no other before its HTTP call)."""
+        use_hold = "1" if self.settings.rate_limiter == "fleet" else "0"
         with store_errors():
-            reply = self.store.run_script("begin_submit", job_id, self.settings.lease_s)
+            reply = self.store.run_script(
+                "begin_submit", job_id, self.settings.lease_s, self.submit_rate_key, use_hold
+            )
+        if reply[0] == "hold":
+            return SubmitClaim(outcome="hold", wait_s=float(reply[1]))
+        if reply[0] == "paused":
+            return SubmitClaim(outcome="paused", reason=reply[1])
         if reply[0] != "go":
             return SubmitClaim(outcome=reply[0])
         own = _json_dict(reply[1])
         params = {**_json_dict(reply[2]), **own}
         return SubmitClaim(outcome="go", params=params, attempts=int(reply[3]))
 
-    def record_submitted(self, job_id: str, request_id: str, first_poll_in_s: float) -> JobState:
+    def record_submitted(self, job_id: str, request_id: str, first_poll_in_s: float) -> Submitted:
         with store_errors():
-            state = self.store.run_script(
+            reply = self.store.run_script(
                 "record_submitted", job_id, request_id, first_poll_in_s, self.submit_ok_key
             )
-        return JobState(state) if state != "gone" else JobState.CANCELLED
+        if reply[0] == "gone":
+            return Submitted(JobState.CANCELLED)
+        return Submitted(JobState(reply[0]), float(reply[1]))
 
     def requeue_front(self, job_id: str) -> None:
         """Back to the front of its lane (rate limited or paused): it keeps its place."""
@@ -125,15 +173,18 @@ class DispatchQueue:
     ) -> Ending:
         error = compact_json(failure.model_dump()) if failure else ""
         with store_errors():
-            _, ended = self.store.run_script(
+            reply = self.store.run_script(
                 "release", job_id, mode, delay_s, error, self.settings.max_attempts
             )
-        return Ending(ended=bool(ended))
+        return Ending.from_reply(reply[1:])
 
-    def begin_poll(self, job_id: str, token: str) -> PollTicket | None:
-        """Admission to poll, or None if this message is stale (another poll owns the job)."""
+    def begin_poll(self, job_id: str, token: str) -> PollTicket | PollHold | None:
+        """Admission to poll; a hold of the poll budget; or None if this message is stale
+        (another poll owns the job)."""
         with store_errors():
-            reply = self.store.run_script("begin_poll", job_id, token)
+            reply = self.store.run_script("begin_poll", job_id, token, self.poll_rate_key)
+        if reply[0] == "hold":
+            return PollHold(float(reply[1]))
         if reply[0] != "go":
             return None
         return PollTicket(
@@ -173,8 +224,8 @@ class DispatchQueue:
             fields += ["error", compact_json(failure.model_dump())]
         kind = failure.kind if failure else ""
         with store_errors():
-            ended = self.store.run_script("finish", job_id, state.value, kind, *fields)
-        return Ending(ended=bool(ended))
+            reply = self.store.run_script("finish", job_id, state.value, kind, *fields)
+        return Ending.from_reply(reply)
 
     def notice_done(self, job_id: str) -> None:
         """Everybody was told of the job's ending, or its tries are spent."""

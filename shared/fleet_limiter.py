@@ -1,10 +1,11 @@
 """The fleet's shared request budgets, one per API key and kind (submit, poll), in Redis.
 
 Spending happens in the dispatcher's script (a GCRA slot per published task, at the configured
-rate or the learned one); this module holds what tasks do themselves:
+rate or the learned one). A task may have waited in the broker while a 429 put the fleet on
+hold or an account error paused it; then it must not call: the scripts that begin a submit or
+a poll check that in the same step (``shared/lua/gate.lua``). This module holds what tasks do
+themselves otherwise:
 
-- ``admit``: asked right before an upstream call. A task may have waited in the broker while
-  a 429 put the fleet on hold or an account error paused it; then it must not call.
 - ``rate_limited``: report a 429, so every worker holds off together and the budget learns
   the account's real rate from what it accepted.
 - ``take_slot``: spend a slot for a call the dispatcher did not pay for (a result fetch).
@@ -20,8 +21,7 @@ Celery's per-worker ``rate_limit``: 429s neither hold nor teach the fleet, only 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
@@ -30,16 +30,6 @@ from shared.job_store import store_errors
 from shared.lua_scripts import Scripts
 from shared.redis_keys import RateKind
 from shared.settings import Settings
-
-
-@dataclass(frozen=True)
-class Admission:
-    """``go``: call now. ``hold``: the budget holds off ``wait_s`` more (a 429's window).
-    ``paused``: the fleet is paused (``reason`` says why) and this job is not its probe."""
-
-    verdict: Literal["go", "hold", "paused"]
-    wait_s: float = 0.0
-    reason: str = ""
 
 
 class FleetLimiter:
@@ -58,19 +48,6 @@ class FleetLimiter:
     def uses_budget(self, kind: RateKind) -> bool:
         """False for submits under ``SEGQ_RATE_LIMITER=celery``: Celery paces them instead."""
         return kind == "poll" or self.settings.rate_limiter == "fleet"
-
-    def admit(self, kind: RateKind, job_id: str) -> Admission:
-        """Whether the task may call upstream now for ``job_id`` (one script call)."""
-        keys = [redis_keys.rate(self.fingerprint, kind), redis_keys.FLEET]
-        args = [job_id, kind, "1" if self.uses_budget(kind) else "0"]
-        with store_errors():
-            reply = self.scripts["rate_gate"](keys=keys, args=args)
-        verdict = reply[0]
-        if verdict == "hold":
-            return Admission("hold", wait_s=float(reply[1]))
-        if verdict == "paused":
-            return Admission("paused", reason=reply[1])
-        return Admission("go")
 
     def rate_limited(self, kind: RateKind, retry_after_s: float | None) -> float:
         """Records a 429; returns how long the fleet now holds off (0 when Celery paces)."""

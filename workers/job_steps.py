@@ -14,7 +14,7 @@ import time
 
 from pydantic import ValidationError
 
-from shared.dispatch_queue import PollTicket
+from shared.dispatch_queue import PollHold, PollTicket, Submitted
 from shared.errors import (
     AccountError,
     JobRejected,
@@ -44,6 +44,8 @@ job goes back to the job store to be polled again when the budget allows."""
 def submit_job(rt: Runtime, job_id: str) -> bool:
     """Submits a claimed job once; True if it reached Segmind's queue (a poll must follow)."""
     claim = rt.queue.begin_submit(job_id)
+    if claim.outcome == "hold":
+        rt.metrics.budget_wait("submit", claim.wait_s)
     if claim.outcome != "go":
         log.debug("job %s: submit skipped (%s)", job_id, claim.outcome)
         return False
@@ -52,13 +54,6 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
     except ValidationError as exc:
         failure = JobFailure(kind="invalid_params", detail=str(exc))
         rt.queue.finish(job_id, JobState.FAILED, failure=failure)
-        return False
-    admission = rt.limiter.admit("submit", job_id)
-    if admission.verdict != "go":
-        if admission.verdict == "hold":
-            rt.metrics.budget_wait("submit", admission.wait_s)
-        rt.queue.requeue_front(job_id)
-        log.debug("job %s: not submitted, fleet %s", job_id, admission.verdict)
         return False
     try:
         accepted = rt.client.submit(request.upstream_body())
@@ -80,14 +75,14 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         _retry(rt, job_id, claim.attempts, exc)
         return False
     first_poll_in_s = _next_poll_in(rt, elapsed_s=0.0, polls=0)
-    state = _record_submitted(rt, job_id, accepted.request_id, first_poll_in_s)
-    job_events.submitted(rt.store.redis, job_id, accepted.request_id, state, request.prompt)
-    return state is JobState.SUBMITTED
+    stored = _record_submitted(rt, job_id, accepted.request_id, first_poll_in_s)
+    job_events.submitted(job_id, accepted.request_id, stored, request.prompt)
+    return stored.state is JobState.SUBMITTED
 
 
 def _record_submitted(
     rt: Runtime, job_id: str, request_id: str, first_poll_in_s: float
-) -> JobState:
+) -> Submitted:
     """Stores the request id Segmind just issued, trying again while the store is briefly away.
 
     Segmind has accepted this submit and will bill it: if the write is lost, the job's claim
@@ -111,12 +106,10 @@ def _record_submitted(
 def poll_job(rt: Runtime, job_id: str, token: str) -> None:
     """Asks Segmind about a job once; stores the outcome, or when to ask again."""
     ticket = rt.queue.begin_poll(job_id, token)
-    if ticket is None:
+    if isinstance(ticket, PollHold):
+        rt.metrics.budget_wait("poll", ticket.wait_s)
         return
-    admission = rt.limiter.admit("poll", job_id)
-    if admission.verdict == "hold":
-        rt.metrics.budget_wait("poll", admission.wait_s)
-        rt.queue.defer(job_id, admission.wait_s)
+    if ticket is None:
         return
     try:
         status = rt.client.status(ticket.request_id)
@@ -162,14 +155,14 @@ def _complete(rt: Runtime, job_id: str, result: ResultAnswer, elapsed_s: float) 
     if not ending.ended:
         return
     rt.observe_duration(_upstream_seconds(result.metrics, elapsed_s))
-    job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.COMPLETED,
+    job_events.ended(rt.metrics, job_id, JobState.COMPLETED, ending,
                      inference_s=result.metrics.get("inference_time"))  # fmt: skip
 
 
 def _fail(rt: Runtime, job_id: str, failure: JobFailure, metrics: dict | None = None) -> None:
     ending = rt.queue.finish(job_id, JobState.FAILED, failure=failure, metrics=metrics)
     if ending.ended:
-        job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.FAILED, failure=failure)
+        job_events.ended(rt.metrics, job_id, JobState.FAILED, ending, failure=failure)
 
 
 def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError) -> None:
@@ -178,7 +171,7 @@ def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError) -> None
     if ending.ended:
         detail = f"gave up after {attempts + 1} attempts; last error: {exc.detail}"
         exhausted = JobFailure(kind="retries_exhausted", http_status=exc.http_status, detail=detail)
-        job_events.ended(rt.store.redis, rt.metrics, job_id, JobState.FAILED, failure=exhausted)
+        job_events.ended(rt.metrics, job_id, JobState.FAILED, ending, failure=exhausted)
     else:
         log.info("job %s: transient %s; retry in %.1fs", job_id, exc, delay_s)
 

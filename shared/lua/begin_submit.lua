@@ -1,8 +1,13 @@
 -- include: layout.lua
--- Claims a queued job for one submit, so a redelivered message cannot pay twice.
--- A: job_id, claim_ttl_s
--- Returns {'go', params, batch defaults, attempts so far}, {'busy'} (another task holds a fresh claim; the job
--- is looked at again when that claim runs out), {'skip', state} or {'gone'}.
+-- include: job.lua
+-- include: gate.lua
+-- Claims a queued job for one submit, so a redelivered message cannot pay twice, if the fleet's
+-- gate lets it call now; if not, the job goes back to the front of its lane in the same step
+-- (it keeps its place, and no claim is left for a duplicate message to trip on).
+-- A: job_id, claim_ttl_s, submit rate key, use_hold (1|0)
+-- Returns {'go', params, batch defaults, attempts so far}, {'busy'} (another task holds a fresh
+-- claim; the job is looked at again when that claim runs out), {'skip', state}, {'gone'},
+-- {'hold', seconds} or {'paused', reason}.
 local job_id, claim_ttl = A[1], tonumber(A[2])
 local key = K.job .. job_id
 local state, request_id, claim, params, batch_id, attempts = unpack(redis.call('HMGET', key,
@@ -23,6 +28,13 @@ end
 -- A stale claim: the task that held it died mid-submit (every other ending clears it), so
 -- Segmind may have accepted that submit. Counted, so the record says it may have paid twice.
 if claim then redis.call('HINCRBY', key, 'interrupted_submits', 1) end
+local verdict = gate_verdict(A[3], job_id, 'submit', A[4], NOW)
+if verdict then
+  if claim then redis.call('HDEL', key, 'claim') end
+  redis.call('ZREM', K.dispatched, job_id)
+  requeue_front(job_id)
+  return verdict
+end
 redis.call('HSET', key, 'claim', NOW)
 local defaults = ''
 if batch_id then defaults = redis.call('HGET', K.batch .. batch_id, 'defaults') or '' end

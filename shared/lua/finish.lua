@@ -3,7 +3,7 @@
 -- Ends a job (compare-and-set: a job already ended stays as it is) and tells its waiters.
 -- A: job_id, state (completed|failed|cancelled), error_kind|'', then field/value pairs to store
 -- (outputs, metrics, error). A job cancelled while queued also leaves its lane.
--- Returns 1 if this call ended the job, else 0.
+-- Returns {0} if the job had already ended, else what ending_of returns (this call ended it).
 local job_id, new_state, kind = A[1], A[2], A[3]
 local fields = {}
 for i = 4, #A do fields[#fields + 1] = A[i] end
@@ -13,6 +13,6 @@ local ended = finish_job(job_id, new_state, fields, kind)
 if ended == 1 and state == 'queued' then
   redis.call('LREM', lane_of(batch_id, priority), 1, job_id)
 end
-if ended == 0 then return 0 end
+if ended == 0 then return {0} end
 redis.call('HDEL', key, 'last_error')
-return 1
+return ending_of(job_id)

@@ -78,3 +78,12 @@ local function finish_job(job_id, new_state, fields, error_kind)
   if wants_notice(job_id, batch_id) then redis.call('ZADD', K.notify, NOW, job_id) end
   return 1
 end
+
+-- What the worker that ended a job logs and measures, so it need not read the record again:
+-- {1, created_at, finished_at, request_id or '', polls}, as strings (a Lua number would be
+-- cut to an integer on its way to the client).
+local function ending_of(job_id)
+  local created_at, finished_at, request_id, polls = unpack(redis.call('HMGET', K.job .. job_id,
+    'created_at', 'finished_at', 'request_id', 'polls'))
+  return {1, created_at or '', finished_at or '', request_id or '', polls or '0'}
+end

@@ -1,7 +1,7 @@
 -- include: layout.lua
 -- Pauses or resumes new submits for the whole fleet. An automatic pause (account trouble) is
 -- probed every pause_s (dispatch.lua picks the probe and names it 'probe_job', which
--- rate_gate.lua lets through) and ended by the first accepted submit; a manual pause only by
+-- gate.lua lets through) and ended by the first accepted submit; a manual pause only by
 -- resume. An automatic pause never overrides a manual one; a repeated one keeps its first
 -- 'since'.
 -- A: action (pause|resume), reason, manual (1|0), pause_s

@@ -5,11 +5,14 @@
 -- a job cancelled meanwhile keeps its request id but is not polled. The pause's probe, accepted,
 -- ends an automatic account pause (a submit sent before the pause proves nothing).
 -- A: job_id, request_id, first_poll_in_s, submit_ok_key
--- Returns the job's state after the call ('submitted', or what it already was).
+-- Returns {the job's state after the call ('submitted', or what it already was), seconds it
+-- waited from created_at to now} or {'gone'}.
 local job_id, request_id = A[1], A[2]
 local key = K.job .. job_id
-local state, batch_id = unpack(redis.call('HMGET', key, 'state', 'batch_id'))
-if not state then return 'gone' end
+local state, batch_id, created_at =
+  unpack(redis.call('HMGET', key, 'state', 'batch_id', 'created_at'))
+if not state then return {'gone'} end
+local waited = tostring(NOW - (tonumber(created_at) or NOW))
 redis.call('HSET', key, 'request_id', request_id, 'submitted_at', NOW)
 redis.call('HDEL', key, 'claim')
 redis.call('ZREM', K.dispatched, job_id)
@@ -18,9 +21,9 @@ local manual, probe_job = unpack(redis.call('HMGET', K.fleet, 'manual', 'probe_j
 if manual ~= '1' and probe_job == job_id then
   redis.call('HDEL', K.fleet, 'paused', 'reason', 'since', 'probe_at', 'probe_job')
 end
-if state ~= 'queued' then return state end
+if state ~= 'queued' then return {state, waited} end
 redis.call('HSET', key, 'state', 'submitted')
 move_count(batch_id, 'queued', 'submitted')
 redis.call('ZADD', K.inflight, NOW, job_id)
 redis.call('ZADD', K.due, NOW + tonumber(A[3]), job_id)
-return 'submitted'
+return {'submitted', waited}

@@ -6,7 +6,7 @@
 --   retry: (transient failure) one more attempt in delay_s, or failed with kind
 --          retries_exhausted and the last error once max_attempts are spent
 -- A: job_id, mode, delay_s, error_json, max_attempts
--- Returns {state after the call, 1 if this call ended the job}.
+-- Returns {state after the call, then {0}, or ending_of's reply if this call ended the job}.
 local job_id, mode, delay_s = A[1], A[2], tonumber(A[3])
 local key = K.job .. job_id
 local state = redis.call('HGET', key, 'state')
@@ -25,7 +25,9 @@ if mode == 'retry' then
     local exhausted = cjson.encode({kind = 'retries_exhausted', http_status = last.http_status,
       detail = 'gave up after ' .. attempts .. ' attempts; last error: ' .. last.detail})
     finish_job(job_id, 'failed', {'error', exhausted}, 'retries_exhausted')
-    return {'failed', 1}
+    local ending = ending_of(job_id)
+    table.insert(ending, 1, 'failed')
+    return ending
   end
 end
 redis.call('ZREM', K.dispatched, job_id)

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from shared import redis_keys
-from shared.dispatch_queue import DispatchQueue
+from shared.dispatch_queue import DispatchQueue, PollHold, PollTicket
 from shared.fleet_limiter import FleetLimiter
 from shared.job_store import JobOptions, JobStore, NewJob
 from shared.settings import load_settings
@@ -41,6 +41,14 @@ class World:
             assert self.queue.begin_submit(job_id).outcome == "go"
             self.queue.record_submitted(job_id, f"req-{job_id}", 5.0)
         return submitted
+
+    def submit_dispatched_due_now(self) -> list[str]:
+        """One job handed out, accepted upstream, and due for its first poll at once."""
+        [job_id] = self.add(1, prefix="polled")
+        assert self.queue.dispatch().submits == [job_id]
+        assert self.queue.begin_submit(job_id).outcome == "go"
+        self.queue.record_submitted(job_id, f"req-{job_id}", 0.0)
+        return [job_id]
 
     def budget(self, kind: str = "submit") -> dict[str, str]:
         return self.store.redis.hgetall(redis_keys.rate(self.limiter.fingerprint, kind))
@@ -143,38 +151,63 @@ def test_the_learned_rate_grows_back_two_percent_a_minute_while_answers_are_good
 
 
 def test_a_task_published_before_a_429_is_held_until_the_window_ends(make_world):
+    # Given a job being polled and a job whose submit task waits in the broker
     world = make_world()
-    [job_id] = world.add(1)
-    assert world.limiter.admit("submit", job_id).verdict == "go"
+    polled, waiting = world.add(2)
+    assert world.queue.dispatch().submits == [polled, waiting]
+    world.queue.begin_submit(polled)
+    world.queue.record_submitted(polled, "req-polled", 0.0)
+    # When a 429 puts the submit budget on hold for 4 s
     world.limiter.rate_limited("submit", 4.0)
-    admission = world.limiter.admit("submit", job_id)
-    assert admission.verdict == "hold"
-    assert admission.wait_s == pytest.approx(4.0, abs=0.2)
-    # the poll budget is another budget: polls go on
-    assert world.limiter.admit("poll", job_id).verdict == "go"
+    # Then the waiting submit is held, and its job is back at the front of its lane, unclaimed
+    claim = world.queue.begin_submit(waiting)
+    assert claim.outcome == "hold"
+    assert claim.wait_s == pytest.approx(4.0, abs=0.2)
+    assert world.store.redis.lrange(redis_keys.bulk_lane(None), 0, -1) == [waiting]
+    assert world.store.redis.hget(redis_keys.job(waiting), "claim") is None
+    # And the poll budget is another budget: polls go on
+    [(job_id, token)] = world.queue.dispatch().polls
+    assert job_id == polled
+    assert isinstance(world.queue.begin_poll(polled, token), PollTicket)
+
+
+def test_a_poll_held_by_a_429_counts_no_poll_and_comes_back_after_the_window(make_world):
+    # Given a job due for a poll
+    world = make_world()
+    [job_id] = world.submit_dispatched_due_now()
+    [(_, token)] = world.queue.dispatch().polls
+    # When a 429 on a status call puts the poll budget on hold for 3 s
+    world.limiter.rate_limited("poll", 3.0)
+    # Then its poll task is told to hold, no poll is counted, and the job is due after the hold
+    hold = world.queue.begin_poll(job_id, token)
+    assert isinstance(hold, PollHold) and hold.wait_s == pytest.approx(3.0, abs=0.2)
+    assert world.store.redis.hget(redis_keys.job(job_id), "polls") is None
+    due_in_s = world.store.redis.zscore(redis_keys.DUE, job_id) - time.time()
+    assert due_in_s == pytest.approx(3.0, abs=0.3)
 
 
 def test_only_the_probe_submits_while_an_account_pause_lasts(make_world):
-    # Given five queued jobs and an account pause probed every 0.3 s
+    # Given five submit tasks in the broker when an account pause probed every 0.3 s begins
     world = make_world(account_pause_seconds=0.3)
     ids = world.add(5)
+    assert world.queue.dispatch().submits == ids
     world.queue.pause_fleet("406: Insufficient credits. Your balance is $0.0000")
-    assert world.queue.dispatch().submits == []
+    # Then none of them submits: each job goes back to its lane
     for job_id in ids:
-        admission = world.limiter.admit("submit", job_id)
-        assert (admission.verdict, admission.reason) == (
+        claim = world.queue.begin_submit(job_id)
+        assert (claim.outcome, claim.reason) == (
             "paused",
             "406: Insufficient credits. Your balance is $0.0000",
         )
+    assert world.queue.dispatch().submits == []
     # When the probe is due, one job is handed out and only that one may call
     time.sleep(0.35)
     [probe] = world.queue.dispatch().submits
-    assert world.limiter.admit("submit", probe).verdict == "go"
-    assert {world.limiter.admit("submit", j).verdict for j in ids if j != probe} == {"paused"}
+    assert world.queue.begin_submit(probe).outcome == "go"
+    assert {world.queue.begin_submit(j).outcome for j in ids if j != probe} == {"paused"}
     # Then its acceptance ends the pause for everyone
-    world.queue.begin_submit(probe)
     world.queue.record_submitted(probe, "req-probe", 5.0)
-    assert {world.limiter.admit("submit", j).verdict for j in ids} == {"go"}
+    assert {world.queue.begin_submit(j).outcome for j in ids if j != probe} == {"go"}
 
 
 def test_a_submit_sent_before_the_pause_does_not_end_it(make_world):
@@ -185,27 +218,29 @@ def test_a_submit_sent_before_the_pause_does_not_end_it(make_world):
     world.queue.pause_fleet("401: Unauthorized")  # another task's call was refused meanwhile
     world.queue.record_submitted(early, "req-early", 5.0)  # answered after the pause began
     assert world.store.redis.hget(redis_keys.FLEET, "paused") == "1"
-    assert world.limiter.admit("submit", later).verdict == "paused"
+    assert world.queue.begin_submit(later).outcome == "paused"
 
 
 def test_a_manual_pause_stops_even_the_probe_until_resume(make_world):
     world = make_world(account_pause_seconds=0.2)
     [job_id] = world.add(1)
+    assert world.queue.dispatch().submits == [job_id]
     world.queue.pause_fleet("403: Forbidden")
     world.store.pause_fleet("maintenance")
     time.sleep(0.25)
+    assert world.queue.begin_submit(job_id).reason == "maintenance"
     assert world.queue.dispatch().submits == []
-    assert world.limiter.admit("submit", job_id).reason == "maintenance"
     world.store.resume_fleet()
     assert world.queue.dispatch().submits == [job_id]
-    assert world.limiter.admit("submit", job_id).verdict == "go"
+    assert world.queue.begin_submit(job_id).outcome == "go"
 
 
 def test_with_celerys_rate_limit_429s_neither_hold_nor_teach_the_fleet(make_world):
     world = make_world(rate_limiter="celery", submit_rate_limit=30.0)
     [job_id] = world.add(1)
     assert world.limiter.rate_limited("submit", 5.0) == 0.0
-    assert world.limiter.admit("submit", job_id).verdict == "go"
+    assert world.queue.dispatch().submits == [job_id]
+    assert world.queue.begin_submit(job_id).outcome == "go"
     assert world.budget() == {}
 
 
