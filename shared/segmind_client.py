@@ -13,6 +13,7 @@ of every answer before it is parsed and of every error message, and ``repr`` doe
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,18 +52,54 @@ AnswerObserver = Callable[[Call, int | None], None]
 (the workers count them for ``segq metrics``). It must not raise."""
 
 
+CONNECTIONS_PER_THREAD = 2
+"""The API's origin, and one output host for ``download``."""
+
+
+class ThreadClients:
+    """One ``httpx.Client`` per calling thread, each made on that thread's first call.
+
+    Why not one pool for the process: httpcore's pool takes one lock per request and per
+    response close, and scans every connection and waiting request under it; with 32 task
+    threads that lock was a third of a worker's CPU per HTTP call (bench_pipeline, py-spy).
+    A thread makes one call at a time, so its own small pool never waits. One SSL context is
+    shared (loading the CA bundle once, not per thread)."""
+
+    def __init__(self, make: Callable[[], httpx.Client]) -> None:
+        self._make = make
+        self._local = threading.local()
+        self._made: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def current(self) -> httpx.Client:
+        http = getattr(self._local, "http", None)
+        if http is None:
+            http = self._local.http = self._make()
+            with self._lock:
+                self._made.append(http)
+        return http
+
+    def close(self) -> None:
+        with self._lock:
+            made, self._made = self._made, []
+        for http in made:
+            http.close()
+
+
 class SegmindClient:
-    """One per process; thread-safe as its ``httpx.Client`` is (celery-notes: pools and httpx)."""
+    """One per process, thread-safe: ``http`` is one ``httpx.Client`` shared by all threads (as
+    tests pass one), or ``ThreadClients`` (``from_settings``: one per thread)."""
 
     def __init__(
         self,
-        http: httpx.Client,
+        http: httpx.Client | ThreadClients,
         base_url: str,
         api_key: str | None,
         model_slug: str = MODEL_SLUG,
         on_answer: AnswerObserver | None = None,
     ) -> None:
-        self._http = http
+        self._current_http = http.current if isinstance(http, ThreadClients) else lambda: http
+        self._close_http = http.close
         self._on_answer = on_answer
         self.base_url = base_url.rstrip("/")
         self.model_slug = model_slug
@@ -71,29 +108,32 @@ class SegmindClient:
 
     @classmethod
     def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        max_connections: int = 64,
-        on_answer: AnswerObserver | None = None,
+        cls, settings: Settings, *, on_answer: AnswerObserver | None = None
     ) -> SegmindClient:
-        """A client with its own connection pool: make it after any fork, one per process.
+        """A client with a connection pool per calling thread (``ThreadClients``): make it
+        after any fork, one per process. Connections are kept alive 30 s between calls."""
+        ssl_context = httpx.create_ssl_context()
 
-        ``max_connections`` should be at least the number of threads that call it at once:
-        beyond it, calls wait for a connection (and time out as ``TransientError``).
-        """
-        http = httpx.Client(
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=30.0,
-            ),
-            timeout=httpx.Timeout(settings.http_timeout_s),
-            follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
-        )
+        def make() -> httpx.Client:
+            return httpx.Client(
+                limits=httpx.Limits(
+                    max_connections=CONNECTIONS_PER_THREAD,
+                    max_keepalive_connections=CONNECTIONS_PER_THREAD,
+                    keepalive_expiry=30.0,
+                ),
+                timeout=httpx.Timeout(settings.http_timeout_s),
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT},
+                verify=ssl_context,
+            )
+
         key = settings.segmind_api_key.get_secret_value() if settings.segmind_api_key else None
-        return cls(http, settings.segmind_base_url, key, on_answer=on_answer)
+        return cls(ThreadClients(make), settings.segmind_base_url, key, on_answer=on_answer)
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The calling thread's ``httpx.Client``."""
+        return self._current_http()
 
     def __repr__(self) -> str:
         return f"SegmindClient(base_url={self.base_url!r}, model_slug={self.model_slug!r})"
@@ -125,9 +165,10 @@ class SegmindClient:
         is no verdict on a job that already completed, and the caller keeps the URL.
         """
         try:
-            request = self._http.build_request("GET", url)
+            http = self._http
+            request = http.build_request("GET", url)
             request.headers.pop("x-api-key", None)
-            response = self._http.send(request, stream=True, follow_redirects=True)
+            response = http.send(request, stream=True, follow_redirects=True)
             try:
                 if not response.is_success:
                     detail = f"download answered {response.status_code}"
@@ -139,7 +180,7 @@ class SegmindClient:
             raise TransientError(self._redact(f"download failed: {_describe(exc)}")) from exc
 
     def close(self) -> None:
-        self._http.close()
+        self._close_http()
 
     def _request_path(self, request_id: str) -> str:
         if not is_request_id(request_id):
@@ -155,14 +196,15 @@ class SegmindClient:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         """One request to ``base_url + path`` with the key; no redirect is followed."""
-        request = self._http.build_request(
+        http = self._http
+        request = http.build_request(
             "POST" if call == "submit" else "GET",
             self.base_url + path,
             content=content,
             headers={**self._key_headers, **(headers or {})},
         )
         try:
-            response = self._http.send(request, follow_redirects=False)
+            response = http.send(request, follow_redirects=False)
         except _HTTPX_ERRORS as exc:
             self._observe(call, None)
             raise TransientError(self._redact(_describe(exc))) from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -23,7 +24,7 @@ from shared.errors import (
     UpstreamError,
 )
 from shared.request_model import MODEL_SLUG, GenerationRequest
-from shared.segmind_client import SegmindClient
+from shared.segmind_client import CONNECTIONS_PER_THREAD, SegmindClient
 from shared.settings import load_settings
 from shared.upstream_answers import ResultAnswer, StatusAnswer, SubmitAccepted
 from shared.upstream_timing import DELTA_MARGIN_S, WHOLE_SECOND_MARGIN_S
@@ -380,17 +381,22 @@ def test_the_key_never_appears_in_an_error_or_a_repr(client, upstream):
     assert API_KEY not in str(error) and API_KEY not in repr(client)
 
 
-def test_from_settings_builds_a_pooled_client_without_redirects_or_a_default_key():
+def test_from_settings_builds_a_pool_per_thread_without_redirects_or_a_default_key():
     settings = load_settings({"SEGMIND_API_KEY": API_KEY}, http_timeout_s=7.5)
-    client = SegmindClient.from_settings(settings, max_connections=48)
+    client = SegmindClient.from_settings(settings)
     try:
         http = client._http
         assert http.timeout == httpx.Timeout(7.5)
         assert http.follow_redirects is False
         assert "x-api-key" not in http.headers
-        assert http._transport._pool._max_connections == 48
+        assert http._transport._pool._max_connections == CONNECTIONS_PER_THREAD
         assert client.base_url == "https://api.segmind.com"
         assert API_KEY not in repr(client)
+        # each thread calls through its own pool, and keeps it from one call to the next
+        assert client._http is http
+        with ThreadPoolExecutor(1) as pool:
+            other = pool.submit(lambda: client._http).result()
+        assert other is not http and not other.is_closed
     finally:
         client.close()
-    assert http.is_closed
+    assert http.is_closed and other.is_closed

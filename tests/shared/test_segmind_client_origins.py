@@ -100,7 +100,7 @@ def make_client() -> Iterator[Callable[[str], SegmindClient]]:
 
     def make(base_url: str) -> SegmindClient:
         settings = load_settings({"SEGMIND_API_KEY": API_KEY, "SEGMIND_BASE_URL": base_url})
-        clients.append(SegmindClient.from_settings(settings, max_connections=4))
+        clients.append(SegmindClient.from_settings(settings))
         return clients[-1]
 
     yield make
