@@ -1,8 +1,9 @@
 """What the benchmarks share: the command they print, target verdicts, Redis clients, stopping
-a fleet's workers, and the memory of a process tree."""
+a fleet's workers, and the memory and CPU time of a process tree."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -41,6 +42,21 @@ def tree_rss_kb(pid: int) -> int:
     """Resident memory of a process and all its descendants (``VmRSS`` from ``/proc``), in KiB;
     0 for a process that is gone."""
     return sum(_vm_rss_kb(each) for each in [pid, *_descendants(pid)])
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants alive now.
+
+    Steadier than throughput on a shared machine: other processes slow a worker down, but
+    hardly change how much CPU its own work takes."""
+    ticks = 0
+    for each in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_rss_kb(pid: int) -> int:
