@@ -9,7 +9,6 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from celery.bin.worker import worker as celery_worker
 from producer.cli import main as segq_cli
 from producer.commands.flower import flower_option_kinds, normalize_options
 from shared.job_store import JobStore
+from shared.local_redis import free_port
 from shared.settings import Settings, load_settings, setting_env_names
 from workers.celery_app import POLL_QUEUE, SUBMIT_QUEUE, create_app
 
@@ -173,12 +173,6 @@ def first_answer(call: Callable[[], Any], server: subprocess.Popen) -> Any:
         except redis.ConnectionError:
             time.sleep(0.05)
     raise AssertionError("redis-server did not answer")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def self_signed_certificate(directory: Path) -> tuple[str, str]:

@@ -6,16 +6,9 @@ serves Celery task counters on /metrics, and refuses requests without credential
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,67 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.job_model import JobState
 from shared.job_store import JobOptions, JobStore, NewJob
+from shared.local_redis import free_port
 from shared.sandbox.runner import start_sandbox
+from tests.support.fleet import Process, segq_env, wait_until
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 API_KEY = "SG_flower_test_key_0123456789"
 CREDENTIALS = ("ops", "flower-test-password")
 STARTUP_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def segq_env(**settings: str) -> dict[str, str]:
-    """The test runner's environment without its segq settings, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGQ_", "SEGMIND_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return {**env, **settings}
-
-
-class Process:
-    """A `python -m producer ...` child with its output in a file; stopped by SIGTERM."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out = log.open("wb")
-        command = [sys.executable, "-m", "producer", *args]
-        self.popen = subprocess.Popen(command, env=env, cwd=REPO, stdout=self._out,
-                                      stderr=subprocess.STDOUT)  # fmt: skip
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
-        self._out.close()
-
-
-def wait_until(check: Callable[[], Any], what: str, process: Process, timeout_s: float) -> Any:
-    """Calls ``check`` until it returns something truthy; fails with the process's output."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.popen.poll() is not None:
-            pytest.fail(f"{what}: process exited {process.popen.returncode}:\n{process.output()}")
-        try:
-            result = check()
-        except httpx.TransportError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"{what}: not within {timeout_s}s:\n{process.output()}")
 
 
 @pytest.fixture
@@ -109,7 +50,7 @@ def flower(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, Process]]:
     try:
         with httpx.Client(trust_env=False, timeout=5) as client:
             wait_until(lambda: client.get(f"{url}/healthcheck").status_code == 200,
-                       "Flower answers", process, STARTUP_S)  # fmt: skip
+                       "Flower answers", STARTUP_S, [process])  # fmt: skip
         yield url, process
     finally:
         process.stop()
@@ -169,13 +110,13 @@ def test_flower_lists_the_worker_and_the_tasks_of_a_finished_job(flower, worker,
     _, flower_process = flower
     hostname, worker_process = worker
     wait_until(lambda: hostname in api.get("/api/workers", params={"refresh": 1}).json(),
-               "Flower lists the worker", worker_process, STARTUP_S)  # fmt: skip
+               "Flower lists the worker", STARTUP_S, [worker_process])  # fmt: skip
     # When a job runs to the end
     job_id = run_one_job(redis_url)
     # Then Flower shows its submit and poll tasks, with the job id as their argument
     tasks = wait_until(lambda: {"segq.submit", "segq.poll"} <= set(tasks_of(api, job_id))
                        and tasks_of(api, job_id), "Flower shows the job's tasks",
-                       flower_process, 20)  # fmt: skip
+                       20, [flower_process])  # fmt: skip
     assert tasks["segq.submit"]["args"] == repr((job_id,))
     assert tasks["segq.submit"]["worker"] == hostname
     # And /metrics counts them for Prometheus

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from producer.commands.metrics import serve_metrics
 from shared import redis_keys
 from shared.fleet_limiter import FleetLimiter
 from shared.job_store import JobOptions, JobStore, NewJob
+from shared.local_redis import free_port
 from shared.metrics import FleetCollector, FleetMetrics
 from shared.settings import load_settings
 
@@ -223,12 +223,6 @@ def test_the_exporter_serves_prometheus_text_over_http(redis_client):
         server.server_close()
     assert 'segq_upstream_answers_total{http_status="429",kind="submit"} 1.0' in text
     assert "# HELP segq_jobs " in text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_segq_metrics_serves_on_loopback_and_stops_on_sigterm(redis_url):
