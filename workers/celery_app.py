@@ -22,6 +22,8 @@ The broker is Redis (``SEGQ_REDIS_URL``, or ``SEGQ_BROKER_URL=redis://...``) or 
   On Redis that is one limit for the worker's channel; on RabbitMQ quorum queues have no
   global QoS, so Celery sets it per consumer, i.e. per queue (up to 2 x threads of each of the
   three queues), and cannot raise it later; nothing needs raising, as no message has a countdown.
+  ``worker_enable_prefetch_count_reduction`` off: its restore step runs in task threads on the
+  threads pool and stalled workers for good after a RabbitMQ reconnect (see the comment below).
 - Reconnecting: ``broker_connection_retry`` and ``broker_connection_max_retries`` None: a worker
   outlives a broker outage of any length and consumes again when the broker is back (in the
   meantime the dispatcher's publishes fail and the leases republish that work later).
@@ -72,6 +74,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_reject_on_worker_lost": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 2,
+        # After a reconnect Celery lowers the prefetch count and raises it back from the ack
+        # callbacks, which on the threads pool run in task threads: on RabbitMQ that sends
+        # basic_qos and reads the reply on the connection the consumer thread is draining,
+        # and both stall for good (seen in test_broker_restart). Restore it at once instead.
+        "worker_enable_prefetch_count_reduction": False,
         "worker_detect_quorum_queues": True,
         "worker_consumer": "workers.consumer:SegqConsumer",
         "task_serializer": "json",

@@ -13,12 +13,13 @@ import pytest
 from shared.job_model import JobState
 from tests.integration.test_recovery import RECOVERY, SLOW_SANDBOX, assert_paid_once
 from tests.support.brokers import close_rabbitmq_connections, rabbitmq_consumers
-from tests.support.fleet import wait_until
+from tests.support.fleet import Process, wait_until
 from workers.celery_app import ALL_QUEUES
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True),
+    pytest.mark.timeout(300),
 ]
 
 JOBS = 150
@@ -28,6 +29,10 @@ CUTS_AT_COMPLETED = (40, 90)
 SOMETIMES_SLOW = {**SLOW_SANDBOX, "slow_probability": 0.2, "slow_s": 1.5}
 """One upstream call in five takes 1.5 s, so tasks are running when the connections go (the
 case that once took a worker down), yet every answer comes well within the 5 s lease."""
+
+
+def tasks_done(worker: Process) -> int:
+    return worker.output(tail=10_000_000).count(" succeeded in ")
 
 
 def every_queue_consumed(broker_url: str) -> bool:
@@ -48,6 +53,7 @@ def test_workers_reconnect_after_rabbitmq_drops_every_connection_and_lose_nothin
         # When RabbitMQ closes every connection of the host while jobs are under way
         wait_until(lambda n=completed: fleet.store.state_counts().get("completed", 0) >= n,
                    f"{completed} done", 90, fleet.workers)  # fmt: skip
+        done_before_cut = [tasks_done(worker) for worker in fleet.workers]
         close_rabbitmq_connections(broker_url, "segq broker restart test")
         # Then both workers come back and consume every queue again
         wait_until(lambda: every_queue_consumed(broker_url), "workers reconnected", 60,
@@ -56,5 +62,8 @@ def test_workers_reconnect_after_rabbitmq_drops_every_connection_and_lose_nothin
     jobs = fleet.wait_all(ids, timeout_s=120)
     assert [job.state for job in jobs] == [JobState.COMPLETED] * JOBS
     assert_paid_once(fleet, jobs)
-    # And the workers survived it (a reconnect, not a restart)
+    # And the workers survived it (a reconnect, not a restart), each still taking tasks after
+    # the last cut (a worker whose consumer stalled after reconnecting once went unnoticed)
     assert all(worker.running() for worker in fleet.workers)
+    done_after = [tasks_done(worker) for worker in fleet.workers]
+    assert all(after > before for after, before in zip(done_after, done_before_cut, strict=True))
