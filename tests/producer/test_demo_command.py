@@ -132,8 +132,9 @@ def test_sigint_mid_run_stops_the_worker_the_sandbox_and_redis(tmp_path, fresh_e
         # When it gets a SIGINT (Ctrl-C) mid-run
         demo.popen.send_signal(signal.SIGINT)
         status = demo.popen.wait(STOP_TIMEOUT_S)
-        # Then it exits 130, says so, and every process it started is gone
-        assert status == 130, demo.output()
+        # Then it ends as a shell reports Ctrl-C (130: exit status 130, or killed by SIGINT,
+        # which a loaded machine once showed), says so, and every process it started is gone
+        assert status in (130, -signal.SIGINT), demo.output()
         assert "Interrupted" in demo.output()
         assert demo.survivors() == []
     finally:
