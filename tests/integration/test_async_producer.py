@@ -12,10 +12,7 @@ from producer import AsyncProducer
 from shared.job_model import JobState
 from shared.settings import load_settings
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.redis_only("the producer writes only to the job store"),
-]
+pytestmark = pytest.mark.integration
 
 
 def test_async_producer_enqueues_and_waits_for_real_images(make_fleet):

@@ -141,7 +141,6 @@ def output_once_logged(worker: Process, job_ids: list[str]) -> str:
     return wait_until(logged, "a completed line for every job", 30, [worker])
 
 
-@pytest.mark.redis_only("log lines are written by the worker")
 def test_worker_logs_one_line_per_transition_without_key_prompt_or_http_chatter(make_fleet):
     # Given a worker logging at DEBUG, plain text
     fleet = make_fleet()
@@ -163,7 +162,6 @@ def test_worker_logs_one_line_per_transition_without_key_prompt_or_http_chatter(
     assert "HTTP Request:" not in output and "httpcore" not in output
 
 
-@pytest.mark.redis_only("log lines are written by the worker")
 def test_json_logs_carry_the_job_fields_and_prompts_when_asked_for(make_fleet):
     # Given a worker logging JSON, told to include prompts
     fleet = make_fleet()

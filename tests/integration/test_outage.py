@@ -18,12 +18,7 @@ from shared.job_model import JobState
 from shared.job_store import JobOptions, NewJob, batch_job_id
 from tests.support.fleet import REPO, Fleet, wait_until
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.redis_only(
-        "an outage spends the job store's retry budget; RabbitMQ runs the chaos suite's outage"
-    ),
-]
+pytestmark = pytest.mark.integration
 
 SLOW_JOBS = {"inference_mean_s": 40.0, "inference_sigma": 0.0}
 """4 s per job upstream (time scale 0.1): the outage strikes while they are polled."""

@@ -11,9 +11,6 @@ from PIL import Image
 from shared.job_model import JobState
 
 pytestmark = pytest.mark.integration
-UPSTREAM_ANSWER_ONLY = pytest.mark.redis_only(
-    "the worker decides how an upstream answer ends a job"
-)
 
 
 def test_a_job_ends_completed_with_a_decodable_image_of_the_requested_size(make_fleet):
@@ -34,7 +31,6 @@ def test_a_job_ends_completed_with_a_decodable_image_of_the_requested_size(make_
     assert fleet.submits_per_request() == {"a red fox in snow": 1}
 
 
-@UPSTREAM_ANSWER_ONLY
 def test_a_failed_inference_fails_its_job_with_the_upstreams_words(make_fleet):
     # Given a worker, and a sandbox whose FAILED jobs say why in their own words
     fleet = make_fleet(sandbox={"fail_error": "NSFW content detected (row 422)."})
@@ -52,7 +48,6 @@ def test_a_failed_inference_fails_its_job_with_the_upstreams_words(make_fleet):
     assert set(fleet.submits_per_request().values()) == {1}
 
 
-@UPSTREAM_ANSWER_ONLY
 def test_a_retired_model_fails_jobs_without_retrying(make_fleet):
     fleet = make_fleet(sandbox={"model_retired": True})
     fleet.start_worker()
@@ -82,7 +77,6 @@ def test_gateway_errors_and_dropped_connections_are_retried_until_every_job_comp
     assert sorted(fleet.submits_per_request().values()) == [1] * 40
 
 
-@UPSTREAM_ANSWER_ONLY
 def test_a_request_id_that_expired_before_its_result_was_read_fails_as_expired(make_fleet):
     # Given a sandbox that forgets finished requests at once
     fleet = make_fleet(sandbox={"retention_s": 0.001})
@@ -94,7 +88,6 @@ def test_a_request_id_that_expired_before_its_result_was_read_fails_as_expired(m
     assert fleet.submits_per_request() == {"a sundial": 1}
 
 
-@UPSTREAM_ANSWER_ONLY
 def test_an_outage_longer_than_the_retry_budget_fails_jobs_that_retry_brings_back(make_fleet):
     # Given an upstream outage and a retry budget of two attempts
     fleet = make_fleet(sandbox={"outage": True}, SEGQ_MAX_ATTEMPTS="2")

@@ -16,10 +16,7 @@ import pytest
 from shared import redis_keys
 from tests.support.fleet import REPO, Fleet
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.redis_only("the producer writes only to the job store"),
-]
+pytestmark = pytest.mark.integration
 
 COMMAND_TIMEOUT_S = 60
 JOB_KEYS = {"job_id", "state", "request_id", "outputs", "metrics", "attempts", "error",

@@ -20,13 +20,7 @@ from shared import redis_keys
 from shared.job_model import JobState
 from tests.support.fleet import Fleet, wait_until
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.redis_only(
-        "the fleet's budget, pauses and in-flight cap are job-store scripts; RabbitMQ runs "
-        "test_pipeline's 429 storm and the chaos suite's rate bursts"
-    ),
-]
+pytestmark = pytest.mark.integration
 
 WINDOW_S = 10.0
 LIMIT = 40

@@ -86,13 +86,7 @@ def rabbitmq_vhost_url(rabbitmq_ready: None) -> Iterator[str]:
 @pytest.fixture(params=BROKERS)
 def broker_url(request: pytest.FixtureRequest) -> str | None:
     """The broker the fleet's workers use: None for the test's Redis, else a RabbitMQ vhost.
-
-    A test marked ``redis_only(reason)`` checks what the job store and the upstream decide, with
-    the broker only carrying job ids; its RabbitMQ case is skipped with the reason, to keep the
-    suite on both brokers within CI's time."""
-    only_redis = request.node.get_closest_marker("redis_only")
-    if request.param == "rabbitmq" and only_redis:
-        pytest.skip(f"Redis only, broker-independent: {only_redis.args[0]}")
+    Every fleet test runs on both: the same guarantees must hold whichever carries the tasks."""
     if request.param == "rabbitmq":
         return request.getfixturevalue("rabbitmq_vhost_url")
     return None
