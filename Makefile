@@ -14,7 +14,8 @@ test: $(VENV)/.installed  ## every test, against processes the tests start thems
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed  ## the benchmarks under tests/benchmarks/, each prints its ratios
-	for bench in tests/benchmarks/bench_*.py; do $(BIN)/python $$bench || exit 1; done
+	for bench in tests/benchmarks/bench_*.py; do \
+		$(BIN)/python -m tests.benchmarks.$$(basename $$bench .py) || exit 1; done
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,18 +32,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as a script: tests.support lives in the repository
-    sys.path.insert(0, str(REPO))
+import redis
 
-import redis  # noqa: E402
-
-from shared import redis_keys  # noqa: E402
-from shared.job_store import JobStore  # noqa: E402
-from shared.local_redis import start_local_redis  # noqa: E402
-from shared.sandbox import SandboxConfig, start_sandbox  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from tests.support.brokers import (  # noqa: E402
+from shared import redis_keys
+from shared.job_store import JobStore
+from shared.local_redis import start_local_redis
+from shared.sandbox import SandboxConfig, start_sandbox
+from shared.settings import Settings
+from tests.benchmarks.support import command_line
+from tests.support.brokers import (
     RABBITMQ_ADDRESS,
     RABBITMQCTL_TIMEOUT_S,
     BrokerQueues,
@@ -52,8 +48,8 @@ from tests.support.brokers import (  # noqa: E402
     rabbitmq_vhost,
     rabbitmqctl,
 )
-from tests.support.fleet import FAST_SANDBOX, Fleet, wait_until  # noqa: E402
-from workers.celery_app import SUBMIT_QUEUE  # noqa: E402
+from tests.support.fleet import FAST_SANDBOX, Fleet, wait_until
+from workers.celery_app import SUBMIT_QUEUE
 
 SIZES = {"full": {"jobs": 2000, "in_flight": 2000}, "quick": {"jobs": 400, "in_flight": 500}}
 FAST = {**FAST_SANDBOX, "gpus": 100_000}
@@ -214,8 +210,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, about 3 minutes")
     args = parser.parse_args()
     sizes = SIZES["quick" if args.quick else "full"]
-    print("command: .venv/bin/python -m tests.benchmarks.bench_brokers"
-          + (" --quick" if args.quick else ""), flush=True)  # fmt: skip
+    print("command:", command_line(), flush=True)
     print(f"sizes: {sizes}; SEGQ_BROKER_WINDOW={WINDOW}; sandbox {FAST} (throughput)", flush=True)
     missing = rabbitmq_missing()
     names = ["redis"] if missing else ["redis", "rabbitmq"]

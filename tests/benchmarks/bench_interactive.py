@@ -17,19 +17,16 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-if not __package__:  # run as a path: make the repository's `tests` package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import redis
 
 from shared.job_store import JobStore
 from shared.local_redis import start_local_redis
 from shared.sandbox import SandboxConfig, start_sandbox
+from tests.benchmarks.support import command_line
 from tests.support.backlog import (
     enqueue_bulk_backlog,
     interactive_latency_s,
@@ -98,8 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 def report(args: argparse.Namespace, figures: dict) -> None:
     empty, behind = figures["empty"], figures["behind"]
-    command = " ".join([sys.executable, *sys.argv])
-    print(f"command: {command}")
+    print("command:", command_line())
     print(f"backlog: {args.backlog:,} bulk jobs; rate limit {args.rate_per_min}/min (sandbox and "
           f"fleet); {args.interactive} interactive jobs per phase; 1 worker x "
           f"{args.concurrency} threads")  # fmt: skip

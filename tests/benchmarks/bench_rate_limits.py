@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -47,7 +46,7 @@ from shared.job_store import JobStore
 from shared.local_redis import start_local_redis
 from shared.request_model import MODEL_SLUG, GenerationRequest
 from shared.sandbox import RunningSandbox, SandboxConfig, start_sandbox
-from tests.benchmarks.support import stop_all
+from tests.benchmarks.support import command_line, stop_all
 from tests.support.fleet import API_KEY, Fleet
 
 WORKERS = 4
@@ -229,7 +228,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    print("command: .venv/bin/python -m tests.benchmarks.bench_rate_limits", *sys.argv[1:])
+    print("command:", command_line())
     per_min = args.limit * 60 / args.window_s
     print(f"sandbox: {args.limit} submits per {args.window_s:g} s window ({per_min:g}/min "
           f"in segq's terms), {args.windows} windows per contender\n")  # fmt: skip

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from shared.request_model import MODEL_SLUG
+from tests.benchmarks.support import command_line
 
 TARGET_POLLS_PER_S = 2000
 JOBS = 64
@@ -167,8 +168,7 @@ def benchmark(seconds: float, connections: int) -> None:
     with server_process(hello_argv) as url:
         hello = run_load(url, paths, seconds, connections)
     ratio = sandbox["per_s"] / hello["per_s"]
-    print(f"command: {' '.join([sys.executable, '-m', 'tests.benchmarks.bench_sandbox'])} "
-          f"--seconds {seconds} --connections {connections}")  # fmt: skip
+    print("command:", command_line())
     print(f"sandbox:      {' '.join(sandbox_argv)}")
     print(
         f"load:         {' '.join(pinned(1))} raw HTTP/1.1 keep-alive, {connections} "

@@ -30,23 +30,21 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as a script: tests.support lives in the repository
-    sys.path.insert(0, str(REPO))
+import redis
+from celery import Celery
 
-import redis  # noqa: E402
-from celery import Celery  # noqa: E402
+from shared import redis_keys
+from shared.dispatch_queue import DispatchQueue
+from shared.job_store import JobOptions, JobStore, NewJob, batch_job_id
+from shared.local_redis import start_local_redis
+from shared.request_model import GenerationRequest
+from shared.settings import load_settings
+from tests.benchmarks.support import client_for, command_line, verdict
+from tests.support.finished_jobs import METRICS, OUTPUT_URL, run_dispatched_jobs
+from tests.support.fleet import REPO, segq_env
 
-from shared import redis_keys  # noqa: E402
-from shared.dispatch_queue import DispatchQueue  # noqa: E402
-from shared.job_store import JobOptions, JobStore, NewJob, batch_job_id  # noqa: E402
-from shared.local_redis import start_local_redis  # noqa: E402
-from shared.request_model import GenerationRequest  # noqa: E402
-from shared.settings import load_settings  # noqa: E402
-from tests.benchmarks.support import client_for, verdict  # noqa: E402
-from tests.support.finished_jobs import METRICS, OUTPUT_URL, run_dispatched_jobs  # noqa: E402
-from tests.support.fleet import segq_env  # noqa: E402
-
+SELF = [sys.executable, "-m", "tests.benchmarks.bench_scale"]
+"""This benchmark in a child process (the enqueue, publish and dispatcher runs measured apart)."""
 PROMPT = (
     "a lighthouse on a basalt cliff at dusk, volumetric light through sea mist, "
     "35mm film photo, line {n}"
@@ -142,7 +140,7 @@ def segq_has(command: str) -> bool:
 def producer_command(path: Path, batch_id: str, real_command: bool) -> list[str]:
     if real_command:
         return [sys.executable, "-m", "producer", "batch", str(path), "--batch-id", batch_id]
-    return [sys.executable, __file__, "--stream-enqueue", str(path), "--batch-id", batch_id]
+    return [*SELF, "--stream-enqueue", str(path), "--batch-id", batch_id]
 
 
 def run_child(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -203,7 +201,7 @@ def enqueue_rates(store_url: str, broker_url: str, path: Path, real: bool) -> di
     """The same lines enqueued by the producer and published one by one with apply_async."""
     broker = client_for(broker_url)
     before = stored_bytes(broker)
-    publish = [sys.executable, __file__, "--publish-one-by-one", str(path)]
+    publish = [*SELF, "--publish-one-by-one", str(path)]
     baseline_s, _ = run_child(
         publish, segq_env(**bench_settings(store_url, SEGQ_BROKER_URL=broker_url))
     )
@@ -256,7 +254,7 @@ def main() -> None:
     if args.run_dispatcher:
         return run_dispatcher(args.run_dispatcher)
     sizes = SIZES["quick" if args.quick else "full"]
-    print("command:", " ".join([Path(sys.executable).name, *sys.argv]), flush=True)
+    print("command:", command_line(), flush=True)
     print(f"sizes: {sizes}", flush=True)
     results = run_all(sizes)
     print(json.dumps(results, default=str), flush=True)
@@ -301,7 +299,7 @@ def broker_while_queued(store_url: str, broker_url: str, window: int) -> dict[st
     before = stored_bytes(broker)
     env = segq_env(**bench_settings(store_url, SEGQ_BROKER_URL=broker_url,
                                     SEGQ_BROKER_WINDOW=str(window)))  # fmt: skip
-    run_child([sys.executable, __file__, "--run-dispatcher", str(window // 64 + 5)], env)
+    run_child([*SELF, "--run-dispatcher", str(window // 64 + 5)], env)
     figures = {queue: broker.llen(queue) for queue in BROKER_QUEUES}
     figures["window"] = window
     figures["broker_kb"] = (stored_bytes(broker) - before) / 1024
