@@ -22,9 +22,16 @@ from tests.support.fleet import Fleet, wait_until
 
 pytestmark = pytest.mark.integration
 
-WINDOW_S = 10.0
-LIMIT = 40
-"""The sandbox admits 40 submits per 10 s window: 240 a minute in segq's terms."""
+WINDOW_S = 15.0
+LIMIT = 60
+"""The sandbox admits 60 submits per 15 s window: 240 a minute in segq's terms. Not 10 s: the
+reset time Segmind names is whole seconds, so the fleet allows up to a second of margin, which
+in a 10 s window is a tenth of the budget (the learned rate then sat right at the 0.85 bound
+and a loaded CI run fell under it); bench_rate_limits uses 15 s for the same reason."""
+CANAL_JOBS = 150
+"""Two and a half windows' worth."""
+QUARRY_JOBS = 195
+"""More than three windows' worth."""
 LIMIT_PER_MIN = LIMIT * 60 / WINDOW_S
 RATE_LIMITED = {"submit_rpm": LIMIT, "rate_window_s": WINDOW_S}
 WORKERS = 4
@@ -56,31 +63,33 @@ def fleet_state(fleet: Fleet) -> dict[str, str]:
     return fleet.store.redis.hgetall(redis_keys.FLEET)
 
 
+@pytest.mark.timeout(240)
 def test_four_workers_told_the_true_limit_use_all_of_it_without_a_429(make_fleet):
     # Given 4 worker processes configured with the account's true limit
     fleet = make_fleet(sandbox=RATE_LIMITED, SEGQ_SUBMIT_RATE_LIMIT=str(LIMIT_PER_MIN))
     start_workers(fleet)
     # When two and a half windows' worth of jobs arrive at once
-    ids = fleet.add({"prompt": f"a canal {n}"} for n in range(100))
-    jobs = fleet.wait_all(ids, timeout_s=90)
+    ids = fleet.add({"prompt": f"a canal {n}"} for n in range(CANAL_JOBS))
+    jobs = fleet.wait_all(ids, timeout_s=120)
     # Then all completed, paced at the limit (less the 2% safety), never told off
     assert {job.state for job in jobs} == {JobState.COMPLETED}
     assert totals(fleet)["rate_limited"]["submit"] == 0
     assert share_of_limit(accepted_at(fleet)) >= 0.9
-    assert sorted(fleet.submits_per_request().values()) == [1] * 100
+    assert sorted(fleet.submits_per_request().values()) == [1] * CANAL_JOBS
 
 
+@pytest.mark.timeout(240)
 def test_four_workers_not_told_the_limit_learn_it_from_the_first_429s(make_fleet):
     # Given 4 worker processes that do not know the limit
     fleet = make_fleet(sandbox=RATE_LIMITED)
     start_workers(fleet)
     # When more than three windows' worth of jobs arrive at once
-    ids = fleet.add({"prompt": f"a quarry {n}"} for n in range(130))
+    ids = fleet.add({"prompt": f"a quarry {n}"} for n in range(QUARRY_JOBS))
     learned = wait_until(lambda: fleet.store.redis.keys("segq:rate:*:submit"), "a 429", 30)
     budget = fleet.store.redis.hgetall(learned[0])
     time.sleep(max(0.0, float(budget["hold_until"]) - time.time()) + 0.5)
     first_window_429s = totals(fleet)["rate_limited"]["submit"]
-    jobs = fleet.wait_all(ids, timeout_s=90)
+    jobs = fleet.wait_all(ids, timeout_s=120)
     # Then the first window's burst drew a few 429s (no more than the calls in flight) ...
     assert {job.state for job in jobs} == {JobState.COMPLETED}
     assert 1 <= first_window_429s <= WORKERS * CONCURRENCY
@@ -91,7 +100,7 @@ def test_four_workers_not_told_the_limit_learn_it_from_the_first_429s(make_fleet
     assert share_of_limit(after_hold) >= 0.85
     learned_per_min = float(fleet.store.redis.hget(learned[0], "learned"))
     assert 0.85 * LIMIT_PER_MIN <= learned_per_min <= LIMIT_PER_MIN
-    assert [job.attempts for job in jobs] == [0] * 130
+    assert [job.attempts for job in jobs] == [0] * QUARRY_JOBS
 
 
 def test_running_out_of_credits_pauses_the_fleet_until_the_account_is_topped_up(make_fleet):
