@@ -8,14 +8,13 @@ from shared.settings import get_settings
 
 
 def worker_argv(concurrency: int, extra: tuple[str, ...]) -> list[str]:
-    """Celery worker arguments: a threads pool (tasks wait on HTTP, never on the CPU), task
-    events for Flower, no gossip or mingle chatter; options given by the user come last and win.
-    """
+    """Celery worker arguments: a threads pool (tasks wait on HTTP, never on the CPU), no gossip
+    or mingle chatter; options given by the user come last and win. No ``--task-events``:
+    Flower turns task events on while it runs (``worker_send_task_events``)."""
     return [
         "worker",
         "--pool=threads",
         f"--concurrency={concurrency}",
-        "--task-events",
         "--without-gossip",
         "--without-mingle",
         "--loglevel=INFO",

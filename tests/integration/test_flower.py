@@ -6,6 +6,7 @@ serves Celery task counters on /metrics, and refuses requests without credential
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,18 +106,29 @@ def tasks_of(api: httpx.Client, job_id: str) -> dict[str, dict]:
     }
 
 
+def shown_job(api: httpx.Client, job_id: str) -> tuple[str, dict[str, dict]] | None:
+    """The job and its submit and poll tasks once Flower shows both, or None within 3 s."""
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        tasks = tasks_of(api, job_id)
+        if {"segq.submit", "segq.poll"} <= set(tasks):
+            return job_id, tasks
+        time.sleep(0.2)
+    return None
+
+
 def test_flower_lists_the_worker_and_the_tasks_of_a_finished_job(flower, worker, api, redis_url):
     # Given Flower and a worker that Flower sees
     _, flower_process = flower
     hostname, worker_process = worker
     wait_until(lambda: hostname in api.get("/api/workers", params={"refresh": 1}).json(),
                "Flower lists the worker", STARTUP_S, [worker_process])  # fmt: skip
-    # When a job runs to the end
-    job_id = run_one_job(redis_url)
+    # When jobs run to the end, one after another (workers start without task events, and
+    # Flower turns them on within 5 s of starting: the first jobs may pass unseen)
+    job_id, tasks = wait_until(lambda: shown_job(api, run_one_job(redis_url)),
+                               "Flower shows a job's tasks", 40,
+                               [flower_process, worker_process])  # fmt: skip
     # Then Flower shows its submit and poll tasks, with the job id as their argument
-    tasks = wait_until(lambda: {"segq.submit", "segq.poll"} <= set(tasks_of(api, job_id))
-                       and tasks_of(api, job_id), "Flower shows the job's tasks",
-                       20, [flower_process])  # fmt: skip
     assert tasks["segq.submit"]["args"] == repr((job_id,))
     assert tasks["segq.submit"]["worker"] == hostname
     # And /metrics counts them for Prometheus
