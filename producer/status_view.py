@@ -108,7 +108,7 @@ def pace_line(summary: BatchSummary, now: float) -> str:
 
 
 def pause_line(fleet: FleetState, now: float) -> str:
-    kind = "paused by hand" if fleet.manual else "paused (account trouble)"
+    kind = "paused by hand" if fleet.manual else "paused automatically"
     since = (
         f" since {iso_time(fleet.since)} ({duration(now - fleet.since)} ago)" if fleet.since else ""
     )

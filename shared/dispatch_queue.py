@@ -100,6 +100,22 @@ class Ending:
         return cls(ended=True, request_id=request_id or None, polls=int(polls), e2e_s=e2e_s)
 
 
+@dataclass(frozen=True)
+class Retried:
+    """What a transient failure did to its job, and to the fleet.
+
+    ``exhausted``: the job ended, failed with this error (``retries_exhausted``).
+    ``fleet_paused``: this failure paused the fleet's submits: it made ``OUTAGE_FAILURES``
+    in a row, Segmind looks down. ``back_in_lane``: submits are paused (by this failure or
+    before it), and the job, not accepted by Segmind, went back to the front of its lane
+    with its attempt unspent."""
+
+    ending: Ending
+    exhausted: JobFailure | None = None
+    fleet_paused: bool = False
+    back_in_lane: bool = False
+
+
 class DispatchQueue:
     """Workers' operations on the job store."""
 
@@ -164,19 +180,27 @@ class DispatchQueue:
         """Look at the job again in ``delay_s`` without counting an attempt."""
         self._release(job_id, "defer", delay_s, None)
 
-    def retry_later(self, job_id: str, delay_s: float, failure: JobFailure) -> Ending:
-        """One more attempt after ``delay_s``, or failed (retries_exhausted) when spent."""
-        return self._release(job_id, "retry", delay_s, failure)
+    def retry_later(self, job_id: str, delay_s: float, failure: JobFailure) -> Retried:
+        """One more attempt after ``delay_s``; or failed when the job's budget is spent; or,
+        while the fleet's submits are paused for an outage, back to its lane (see
+        ``Retried`` and ``shared/lua/fleet_pause.lua``)."""
+        reply = self._release(job_id, "retry", delay_s, failure)
+        ending = Ending.from_reply(reply[1:])
+        if ending.ended:
+            return Retried(ending, exhausted=JobFailure.model_validate_json(reply[6]))
+        outage = reply[2] if len(reply) > 2 else None
+        held = outage is not None and reply[0] == JobState.QUEUED.value
+        return Retried(ending, fleet_paused=outage == "paused", back_in_lane=held)
 
     def _release(
         self, job_id: str, mode: str, delay_s: float, failure: JobFailure | None
-    ) -> Ending:
+    ) -> list[Any]:
         error = compact_json(failure.model_dump()) if failure else ""
+        s = self.settings
         with store_errors():
-            reply = self.store.run_script(
-                "release", job_id, mode, delay_s, error, self.settings.max_attempts
+            return self.store.run_script(
+                "release", job_id, mode, delay_s, error, s.max_attempts, s.upstream_retention_s
             )
-        return Ending.from_reply(reply[1:])
 
     def begin_poll(self, job_id: str, token: str) -> PollTicket | PollHold | None:
         """Admission to poll; a hold of the poll budget; or None if this message is stale

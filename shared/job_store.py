@@ -91,7 +91,8 @@ class BatchSummary(BaseModel):
 
 
 class FleetState(BaseModel):
-    """Whether the fleet submits: a pause (manual, or automatic on account trouble) and why."""
+    """Whether the fleet submits: a pause (manual, or automatic: account trouble or an outage,
+    see ``shared/lua/fleet_pause.lua``) and why."""
 
     paused: bool
     reason: str | None = None

@@ -89,8 +89,14 @@ class Settings(BaseSettings):
         900, ge=60, le=43200, description="kombu's Redis visibility timeout (redelivery)."
     )
     max_attempts: int = Field(
-        6, ge=1, le=100, description="Transient upstream failures a job survives."
-    )
+        6, ge=1, le=100,
+        description="Transient upstream failures a job survives before Segmind accepts it.",
+    )  # fmt: skip
+    upstream_retention_s: int = Field(
+        3600, ge=60, le=7 * 86400,
+        description="How long Segmind keeps a result; a job it accepted is polled through "
+        "transient failures (an outage) for this long.",
+    )  # fmt: skip
     http_timeout_s: float = Field(30.0, gt=0, le=600, description="One upstream HTTP call.")
     poll_max_interval_s: float = Field(
         15.0, ge=0.1, le=300, description="Longest gap between two polls of one job."

@@ -33,7 +33,9 @@ from workers.runtime import Runtime
 log = logging.getLogger("segq.jobs")
 
 BACKOFF_BASE_S = 1.0
-BACKOFF_CAP_S = 60.0
+SUBMIT_BACKOFF_CAP_S = 60.0
+"""A poll's backoff is capped by ``SEGQ_POLL_MAX_INTERVAL_S`` instead: a job Segmind accepted
+is polled through an outage, and should be seen soon after it ends."""
 RECORD_RETRY_PAUSE_S = 0.5
 """Between two tries to store a submit's request id while Redis is away."""
 MAX_INLINE_WAIT_S = 2.0
@@ -72,7 +74,7 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         _fail(rt, job_id, JobFailure.from_error(exc))
         return False
     except TransientError as exc:
-        _retry(rt, job_id, claim.attempts, exc)
+        _retry(rt, job_id, claim.attempts, exc, SUBMIT_BACKOFF_CAP_S)
         return False
     first_poll_in_s = _next_poll_in(rt, elapsed_s=0.0, polls=0)
     stored = _record_submitted(rt, job_id, accepted.request_id, first_poll_in_s)
@@ -134,7 +136,7 @@ def poll_job(rt: Runtime, job_id: str, token: str) -> None:
         metrics = getattr(exc, "metrics", None)
         _fail(rt, job_id, JobFailure.from_error(exc), metrics)
     except TransientError as exc:
-        _retry(rt, job_id, ticket.attempts, exc)
+        _retry(rt, job_id, ticket.attempts, exc, rt.settings.poll_max_interval_s)
 
 
 def _note_progress(
@@ -165,13 +167,17 @@ def _fail(rt: Runtime, job_id: str, failure: JobFailure, metrics: dict | None = 
         job_events.ended(rt.metrics, job_id, JobState.FAILED, ending, failure=failure)
 
 
-def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError) -> None:
-    delay_s = compute_backoff_s(attempts + 1, BACKOFF_BASE_S, BACKOFF_CAP_S, rt.rng)
-    ending = rt.queue.retry_later(job_id, delay_s, JobFailure.from_error(exc))
-    if ending.ended:
-        detail = f"gave up after {attempts + 1} attempts; last error: {exc.detail}"
-        exhausted = JobFailure(kind="retries_exhausted", http_status=exc.http_status, detail=detail)
-        job_events.ended(rt.metrics, job_id, JobState.FAILED, ending, failure=exhausted)
+def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError, cap_s: float) -> None:
+    delay_s = compute_backoff_s(attempts + 1, BACKOFF_BASE_S, cap_s, rt.rng)
+    retried = rt.queue.retry_later(job_id, delay_s, JobFailure.from_error(exc))
+    if retried.fleet_paused:
+        log.warning("Segmind looks down (%s): the fleet holds new submits and probes it",
+                    exc)  # fmt: skip
+    if retried.exhausted is not None:
+        job_events.ended(rt.metrics, job_id, JobState.FAILED, retried.ending,
+                         failure=retried.exhausted)  # fmt: skip
+    elif retried.back_in_lane:
+        log.info("job %s: transient %s; submits paused, back in its lane", job_id, exc)
     else:
         log.info("job %s: transient %s; retry in %.1fs", job_id, exc, delay_s)
 

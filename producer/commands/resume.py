@@ -1,4 +1,4 @@
-"""`segq resume`: end a pause (manual, or one the fleet took on account trouble)."""
+"""`segq resume`: end a pause (manual, or one the fleet took on account trouble or an outage)."""
 
 from __future__ import annotations
 

@@ -107,7 +107,8 @@ if max_in_flight > 0 then
     - redis.call('ZCARD', K.dispatched))
 end
 room = math.min(room, max_items)
-local paused, manual, probe_at = unpack(redis.call('HMGET', K.fleet, 'paused', 'manual', 'probe_at'))
+local paused, manual, probe_at, probe_every =
+  unpack(redis.call('HMGET', K.fleet, 'paused', 'manual', 'probe_at', 'probe_every'))
 local probing = false
 if paused then
   if manual == '1' then
@@ -134,7 +135,8 @@ while #submits < room do
   submits[#submits + 1] = job_id
 end
 if probing and #submits > 0 then
-  redis.call('HSET', K.fleet, 'probe_at', NOW + pause_s, 'probe_job', submits[1])
+  redis.call('HSET', K.fleet, 'probe_at', NOW + (tonumber(probe_every) or pause_s),
+    'probe_job', submits[1])
 end
 earliest(K.dispatched)
 

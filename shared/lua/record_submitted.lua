@@ -1,9 +1,10 @@
 -- include: layout.lua
 -- include: rate.lua
 -- include: job.lua
+-- include: fleet_pause.lua
 -- Stores Segmind's request id the moment the submit is accepted, before anything else can fail;
 -- a job cancelled meanwhile keeps its request id but is not polled. The pause's probe, accepted,
--- ends an automatic account pause (a submit sent before the pause proves nothing).
+-- ends an automatic pause (a submit sent before the pause proves nothing); see fleet_pause.lua.
 -- A: job_id, request_id, first_poll_in_s, submit_ok_key
 -- Returns {the job's state after the call ('submitted', or what it already was), seconds it
 -- waited from created_at to now} or {'gone'}.
@@ -17,10 +18,9 @@ redis.call('HSET', key, 'request_id', request_id, 'submitted_at', NOW)
 redis.call('HDEL', key, 'claim')
 redis.call('ZREM', K.dispatched, job_id)
 record_accepted(A[4], NOW, request_id)
+upstream_answered()
 local manual, probe_job = unpack(redis.call('HMGET', K.fleet, 'manual', 'probe_job'))
-if manual ~= '1' and probe_job == job_id then
-  redis.call('HDEL', K.fleet, 'paused', 'reason', 'since', 'probe_at', 'probe_job')
-end
+if manual ~= '1' and probe_job == job_id then resume_fleet() end
 if state ~= 'queued' then return {state, waited} end
 redis.call('HSET', key, 'state', 'submitted')
 move_count(batch_id, 'queued', 'submitted')

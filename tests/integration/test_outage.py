@@ -1,29 +1,30 @@
-"""An upstream outage longer than the retry budget, and the operator's way back: `segq retry`.
+"""Upstream outages longer than the retry budget: nothing accepted is lost, nothing queued
+burns its attempts.
 
-Jobs caught by the outage end ``failed`` with kind ``retries_exhausted`` and the last error
-(the outage's 503). Once Segmind is back, `segq retry BATCH` (a real subprocess, as an operator
-runs it) brings every one back: a job that gave up while polling resumes polling its request id,
-so it is not paid for twice; a job that never reached Segmind is submitted for the first time.
+Jobs Segmind accepted before the outage wait it out: they keep polling their request ids through
+more failures than ``SEGQ_MAX_ATTEMPTS`` allows (Segmind keeps a result for an hour) and complete
+once it is back, paid for once. Queued jobs are held: after eight transient failures in a row
+the fleet pauses its submits (probing every 10 s) until Segmind answers again. Jobs that do
+spend their budget (a shorter burst of failures) are covered with `segq retry` in
+``test_producer_cli.py`` and ``test_pipeline.py``.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import time
 
 import pytest
 
 from shared.job_model import JobState
 from shared.job_store import JobOptions, NewJob, batch_job_id
-from tests.support.fleet import REPO, Fleet, wait_until
+from tests.support.fleet import Fleet, wait_until
 
 pytestmark = pytest.mark.integration
 
 SLOW_JOBS = {"inference_mean_s": 40.0, "inference_sigma": 0.0}
 """4 s per job upstream (time scale 0.1): the outage strikes while they are polled."""
-TWO_ATTEMPTS = {"SEGQ_MAX_ATTEMPTS": "2", "SEGQ_MAX_IN_FLIGHT": "3"}
-"""A budget the outage outlasts; three jobs upstream at once, so the others are still queued."""
+MAX_ATTEMPTS = 2
+"""A budget the outage outlasts."""
 
 
 def enqueue_batch(fleet: Fleet, batch_id: str, prompts: list[str]) -> list[str]:
@@ -33,38 +34,47 @@ def enqueue_batch(fleet: Fleet, batch_id: str, prompts: list[str]) -> list[str]:
     return [job.job_id for job in jobs]
 
 
-def segq_retry(fleet: Fleet, target_id: str) -> dict:
-    command = [sys.executable, "-m", "producer", "retry", target_id, "--json"]
-    done = subprocess.run(command, env=fleet.env(), cwd=REPO, capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def test_jobs_segmind_accepted_poll_through_an_outage_longer_than_the_retry_budget(make_fleet):
+    # Given a fleet with a budget of two attempts and three jobs accepted upstream
+    fleet = make_fleet(sandbox=SLOW_JOBS, SEGQ_MAX_ATTEMPTS=str(MAX_ATTEMPTS))
+    fleet.start_worker()
+    accepted = enqueue_batch(fleet, "outage1", [f"a windmill {n}" for n in range(3)])
+    wait_until(lambda: all(j.request_id for j in fleet.store.get_jobs(accepted)),
+               "three jobs upstream", 30, fleet.workers)  # fmt: skip
+    # When the upstream goes down
+    fleet.sandbox.set_faults(outage=True)
+    # Then the jobs survive more failures than the budget, still under way
+    wait_until(lambda: all(j.attempts > MAX_ATTEMPTS for j in fleet.store.get_jobs(accepted)),
+               "accepted jobs past the attempt budget", 60, fleet.workers)  # fmt: skip
+    assert all(not j.state.is_terminal for j in fleet.store.get_jobs(accepted))
+    # And once it is back, they complete by themselves, each paid for once
+    fleet.sandbox.set_faults(outage=False)
+    done = fleet.wait_all(accepted, timeout_s=90)
+    assert [job.state for job in done] == [JobState.COMPLETED] * 3
+    assert sorted(fleet.submits_per_request().values()) == [1] * 3
+    assert not fleet.store.fleet_state().paused
 
 
-def test_an_outage_longer_than_the_retry_budget_fails_jobs_and_segq_retry_brings_them_back(
+def test_an_outage_pauses_submits_instead_of_failing_queued_jobs_and_ends_when_segmind_answers(
     make_fleet,
 ):
-    # Given a batch of 5 on a fleet with a budget of two attempts, three of them upstream
-    fleet = make_fleet(sandbox=SLOW_JOBS, **TWO_ATTEMPTS)
+    # Given Segmind down from the start, and a budget of two attempts per job
+    fleet = make_fleet(sandbox={"outage": True}, SEGQ_MAX_ATTEMPTS=str(MAX_ATTEMPTS))
     fleet.start_worker()
-    ids = enqueue_batch(fleet, "outage1", [f"a windmill {n}" for n in range(5)])
-    submitted = wait_until(lambda: [j for j in fleet.store.get_jobs(ids) if j.request_id],
-                           "three jobs upstream", 30, fleet.workers)  # fmt: skip
-    # When the upstream goes down for longer than the budget
-    fleet.sandbox.set_faults(outage=True)
-    jobs = fleet.wait_all(ids, timeout_s=60)
-    # Then every job failed retries_exhausted with the outage's 503 as its last error ...
-    for job in jobs:
-        assert job.state is JobState.FAILED
-        assert (job.error.kind, job.error.http_status) == ("retries_exhausted", 503)
-        assert "503 Service Unavailable" in job.error.detail
-    request_ids = {job.job_id: job.request_id for job in jobs if job.request_id}
-    assert len(request_ids) >= len(submitted) and len(request_ids) < 5
-    # ... and once it is back, `segq retry` queues all five again
+    ids = enqueue_batch(fleet, "outage2", [f"a lock keeper {n}" for n in range(12)])
+    # When eight submits in a row have failed, the fleet holds new submits and says why
+    paused = wait_until(lambda: fleet.store.fleet_state().paused and fleet.store.fleet_state(),
+                        "the fleet pauses", 30, fleet.workers)  # fmt: skip
+    assert paused.reason.startswith("Segmind unavailable: 8 failures in a row, the last 503")
+    assert not paused.manual
+    # ... and however long the outage lasts beyond the budget, no job spends it
+    time.sleep(12)
+    jobs = fleet.store.get_jobs(ids)
+    assert [job.state for job in jobs] == [JobState.QUEUED] * 12
+    assert max(job.attempts for job in jobs) < MAX_ATTEMPTS
+    # Then once Segmind is back, a probe ends the pause and every job completes, paid once
     fleet.sandbox.set_faults(outage=False)
-    assert segq_retry(fleet, "outage1") == {"batch_id": "outage1", "retried": 5}
-    jobs = fleet.wait_all(ids, timeout_s=90)
-    assert [job.state for job in jobs] == [JobState.COMPLETED] * 5
-    # The jobs that gave up while polling kept their request: nothing was paid twice
-    assert {j.job_id: j.request_id for j in jobs if j.job_id in request_ids} == request_ids
-    assert sorted(fleet.submits_per_request().values()) == [1] * 5
+    jobs = fleet.wait_all(ids, timeout_s=60)
+    assert [job.state for job in jobs] == [JobState.COMPLETED] * 12
+    assert not fleet.store.fleet_state().paused
+    assert sorted(fleet.submits_per_request().values()) == [1] * 12

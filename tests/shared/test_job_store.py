@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from shared import redis_keys
-from shared.dispatch_queue import DispatchQueue
+from shared.dispatch_queue import DispatchQueue, Retried
 from shared.errors import InputError, JobNotFound
 from shared.fleet_limiter import FleetLimiter
 from shared.job_model import JobFailure, JobState
@@ -160,12 +160,74 @@ def test_transient_failures_end_as_retries_exhausted_with_the_last_error(make_wo
         queue.dispatch()
         queue.dispatch()
         assert queue.begin_submit(job_id).outcome == "go"
-        ending = queue.retry_later(job_id, 0.0, failure)
-    assert ending.ended
+        retried = queue.retry_later(job_id, 0.0, failure)
+    assert retried.ending.ended
     job = store.get_job(job_id)
-    assert job.state is JobState.FAILED and job.error is not None
+    assert job.state is JobState.FAILED and job.error == retried.exhausted
     assert job.error.kind == "retries_exhausted" and "busy" in job.error.detail
     assert store.get_batch("b").failures_by_kind == {"retries_exhausted": 1}
+
+
+def test_a_job_segmind_accepted_is_polled_through_failures_until_its_result_expires(make_world):
+    store, queue = make_world(max_attempts=2, upstream_retention_s=3600)
+    [job_id] = add_batch(store, "b", 1)
+    submit_all(queue)
+    failure = JobFailure(kind="transient", http_status=503, detail="<html>down</html>")
+    # Given an outage: more transient failures while polling than max_attempts allows
+    for _ in range(5):
+        retried = queue.retry_later(job_id, 0.0, failure)
+        assert not retried.ending.ended and retried.exhausted is None
+    assert store.get_job(job_id).state is JobState.SUBMITTED
+    # When Segmind accepted it longer ago than it keeps results
+    store.redis.hset(redis_keys.job(job_id), "submitted_at", time.time() - 3601)
+    retried = queue.retry_later(job_id, 0.0, failure)
+    # Then the next failure ends it, and says why
+    exhausted = retried.exhausted
+    assert retried.ending.ended and retried.ending.request_id == f"req-{job_id}"
+    assert exhausted is not None and exhausted == store.get_job(job_id).error
+    assert exhausted.kind == "retries_exhausted" and exhausted.http_status == 503
+    assert "since it accepted the job" in exhausted.detail and "down" in exhausted.detail
+
+
+def fail_submits(queue: DispatchQueue, failure: JobFailure) -> list[Retried]:
+    """Claims every submit a dispatch hands out (all on their way at once), then fails each
+    with ``failure``."""
+    job_ids = queue.dispatch().submits
+    assert [queue.begin_submit(job_id).outcome for job_id in job_ids] == ["go"] * len(job_ids)
+    return [queue.retry_later(job_id, 0.0, failure) for job_id in job_ids]
+
+
+def test_an_outage_pauses_submits_without_spending_attempts_until_segmind_answers(make_world):
+    store, queue = make_world(max_attempts=2)
+    [accepted] = add_batch(store, "a", 1)
+    submit_all(queue)
+    waiting = add_batch(store, "b", 10)
+    # Given ten submits that fail one after another, with no good answer between them
+    outcomes = fail_submits(queue, JobFailure(kind="transient", http_status=None, detail="refused"))
+    # Then the eighth pauses the fleet's submits; it and the two after it go back to their lane
+    assert [o.fleet_paused for o in outcomes] == [False] * 7 + [True, False, False]
+    assert [o.back_in_lane for o in outcomes] == [False] * 7 + [True] * 3
+    fleet = store.fleet_state()
+    assert fleet.paused and not fleet.manual
+    assert fleet.reason == "Segmind unavailable: 8 failures in a row, the last no answer: refused"
+    jobs = store.get_jobs(waiting)
+    assert all(job.state is JobState.QUEUED for job in jobs)
+    assert sorted(job.attempts for job in jobs) == [0] * 3 + [1] * 7
+    # And no submit goes out until the probe is due, none was spent on the outage
+    assert queue.dispatch().submits == []
+    # When Segmind answers a poll, the pause ends at once and submits flow again
+    queue.record_progress(accepted, "any-token", "PROCESSING", 1.0)
+    assert not store.fleet_state().paused
+    assert sorted(queue.dispatch().submits) == sorted(waiting)
+
+
+def test_a_poll_answer_ends_an_outage_pause_but_not_an_account_pause(make_world):
+    store, queue = make_world()
+    [accepted] = add_batch(store, "a", 1)
+    submit_all(queue)
+    queue.pause_fleet("401: Unauthorized")
+    queue.record_progress(accepted, "any-token", "PROCESSING", 1.0)
+    assert store.fleet_state().reason == "401: Unauthorized"
 
 
 def test_cancel_batch_is_one_step_and_leaves_nothing_to_dispatch(make_world):
