@@ -79,8 +79,9 @@ ROUND_EVENTS = (
     ChaosEvent("outage", 0.45),
     ChaosEvent("kill_worker", 0.45, 10.0),  # while the upstream is down
 )
-"""In this order; the outage comes last, because it can end many of the jobs it catches at once
-(``retries_exhausted``) and leave nothing under way for an event after it."""
+"""In this order; the outage comes last, because it stops every job for 30 s (the fleet pauses
+its submits, jobs upstream poll through it), so events after it would find the same work
+waiting, not new work under way."""
 
 
 @dataclass(frozen=True)
