@@ -119,7 +119,8 @@ def test_control_api_needs_no_key_and_is_never_faulty(sandbox, make_client) -> N
 
 
 def test_gpus_added_at_run_time_take_the_next_jobs(make_sandbox, make_client) -> None:
-    sandbox = make_sandbox(gpus=1, time_scale=0.2, inference_sigma=0, min_queue_s=0)
+    # 2.5 s a job: none finishes while the test looks, even on a busy machine
+    sandbox = make_sandbox(gpus=1, time_scale=1.0, inference_sigma=0, min_queue_s=0)
     client = make_client(sandbox.url)
     running = submit(client, width=1024, height=1024)
     waiting = submit(client, width=1024, height=1024)  # booked behind the first, stays there

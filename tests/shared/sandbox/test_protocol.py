@@ -43,12 +43,15 @@ def test_public_url_replaces_the_origin_in_every_url(make_sandbox, make_client) 
 def test_jobs_wait_queued_for_a_free_gpu_then_process_then_complete(
     make_sandbox, make_client
 ) -> None:
-    sandbox = make_sandbox(gpus=1, time_scale=0.1, inference_sigma=0, min_queue_s=0)
+    # each job processes for 0.5 s (its 256x256 image is 1/16 of the reference size): polled
+    # every 20 ms, PROCESSING is seen even on a busy machine
+    sandbox = make_sandbox(gpus=1, time_scale=1.0, inference_mean_s=8.0, inference_sigma=0,
+                           min_queue_s=0)  # fmt: skip
     client = make_client(sandbox.url)
     first, second = submit(client), submit(client)
 
     seen: dict[str, set[str]] = {first: set(), second: set()}
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while "COMPLETED" not in seen[second] and time.monotonic() < deadline:
         for request_id, states in seen.items():
             states.add(client.get(f"/v2/requests/{request_id}/status").json()["status"])
@@ -80,7 +83,8 @@ def test_completed_result_has_output_metrics_and_billing(sandbox, client) -> Non
 
 
 def test_result_before_completion_reports_the_state_without_output(make_sandbox, make_client):
-    client = make_client(make_sandbox(time_scale=1.0).url)
+    # 2.5 s for its 256x256 image: still running when asked, even on a busy machine
+    client = make_client(make_sandbox(time_scale=1.0, inference_mean_s=40.0).url)
     request_id = submit(client)
 
     body = client.get(f"/v2/requests/{request_id}").json()
