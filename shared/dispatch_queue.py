@@ -189,8 +189,7 @@ class DispatchQueue:
         if ending.ended:
             return Retried(ending, exhausted=JobFailure.model_validate_json(reply[6]))
         outage = reply[2] if len(reply) > 2 else None
-        held = outage is not None and reply[0] == JobState.QUEUED.value
-        return Retried(ending, fleet_paused=outage == "paused", back_in_lane=held)
+        return Retried(ending, fleet_paused=outage == "paused", back_in_lane=len(reply) > 3)
 
     def _release(
         self, job_id: str, mode: str, delay_s: float, failure: JobFailure | None

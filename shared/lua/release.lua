@@ -14,10 +14,12 @@
 -- A: job_id, mode, delay_s, error_json, max_attempts, upstream_retention_s
 -- Returns {state after the call, then ending_of's reply and the error stored if this call
 -- ended the job, else 0 and (retry) 'paused' if this failure paused the fleet's submits or
--- 'held' if they were paused already (a job not accepted went back to its lane)}.
+-- 'held' if they were paused already, then 'back_in_lane' if the job, not accepted, went
+-- back to its lane}.
 local job_id, mode, delay_s = A[1], A[2], tonumber(A[3])
 local key = K.job .. job_id
-local state = redis.call('HGET', key, 'state')
+local state, submitted_at = unpack(redis.call('HMGET', key, 'state', 'submitted_at'))
+submitted_at = tonumber(submitted_at)
 if not state or TERMINAL[state] then return {state or 'gone', 0} end
 redis.call('HDEL', key, 'claim')
 if mode == 'front' then
@@ -28,12 +30,11 @@ end
 local outage = nil
 if mode == 'retry' then
   local last = cjson.decode(A[4])
-  local submitted_at = tonumber(redis.call('HGET', key, 'submitted_at'))
   outage = upstream_failed(last.http_status, last.detail)
   if outage and not submitted_at then
     redis.call('ZREM', K.dispatched, job_id)
     requeue_front(job_id)
-    return {state, 0, outage}
+    return {state, 0, outage, 'back_in_lane'}
   end
   local attempts = redis.call('HINCRBY', key, 'attempts', 1)
   redis.call('HSET', key, 'last_error', A[4])
