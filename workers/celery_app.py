@@ -85,7 +85,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "accept_content": ["json"],
         # Task events only while a monitor asks for them: Flower turns them on in every worker
         # within 5 s of starting (and in workers started after it), as Celery intends. Sent
-        # unconditionally they cost each job 1 ms of worker CPU, 13% (bench_pipeline, py-spy).
+        # unconditionally they cost every job CPU (bench_pipeline's "with task events on").
         "worker_send_task_events": False,
         # No task-sent event: Flower lists a task from task-received on, and the event cost the
         # dispatcher a second publish per task (bench_pipeline).

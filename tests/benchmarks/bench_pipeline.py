@@ -11,7 +11,8 @@ one real `segq worker` process (threads pool, ``--concurrency``) per phase, stop
    no-op tasks (``tests/benchmarks/noop_celery.py``, same pool and concurrency), first publish
    to the last one run. Target: ratio >= 0.35. Also each worker's CPU time (user + system,
    from ``/proc``) per segq job and per no-op task over the same span: on a shared machine
-   it moves far less than the throughput does.
+   it moves far less than the throughput does. The same phase again with the worker's task
+   events on (``--task-events``, as Flower turns them on while it runs) shows what they cost.
 2. polls and delay: jobs with realistic inference times (the sandbox's default 2.5 s lognormal)
    arriving at a steady rate. Status polls per completed job from the sandbox's own counters,
    against what the official SDK's loop (a poll at once, then one a second) needs on the same
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ SDK_INTERVAL_S = 1.0
 WARM_JOBS = 20
 SAMPLE_S = 0.25
 DEFAULTS = Settings.model_fields
+TASK_EVENTS_ON = ("--task-events",)
+"""As while Flower runs: it turns every worker's task events on (segq's workers start without)."""
 TARGETS = {"ratio": 0.35, "delay_ms": 300.0, "in_flight": 2000}
 
 
@@ -89,8 +92,11 @@ class Bench:
     fleets: list[Fleet] = field(default_factory=list)
 
     @contextmanager
-    def fleet(self, upstream: dict[str, Any]) -> Iterator[Fleet]:
-        """An empty Redis, a sandbox with ``upstream``'s knobs and one worker; all stopped after."""
+    def fleet(
+        self, upstream: dict[str, Any], worker_options: Sequence[str] = ()
+    ) -> Iterator[Fleet]:
+        """An empty Redis, a sandbox with ``upstream``'s knobs and one worker (``celery worker``
+        options added); all stopped after."""
         client = client_for(self.redis_url)
         client.flushall()
         with start_sandbox(SandboxConfig.model_validate(upstream)) as sandbox:
@@ -98,7 +104,7 @@ class Bench:
             tmp.mkdir()
             fleet = Fleet(self.redis_url, sandbox, tmp, {}, JobStore(client, retention_s=3600))
             try:
-                fleet.start_worker(concurrency=self.concurrency)
+                fleet.start_worker(concurrency=self.concurrency, celery_options=worker_options)
                 yield fleet
             finally:
                 stop_all(fleet)
@@ -119,8 +125,10 @@ def wait_completed(fleet: Fleet, count: int, timeout_s: float, poll_s: float = 0
 # --- 1. throughput against raw Celery ------------------------------------------------------
 
 
-def segq_jobs_per_s(bench: Bench, jobs: int) -> dict[str, float]:
-    with bench.fleet(FAST_UPSTREAM) as fleet:
+def segq_jobs_per_s(
+    bench: Bench, jobs: int, worker_options: Sequence[str] = ()
+) -> dict[str, float]:
+    with bench.fleet(FAST_UPSTREAM, worker_options) as fleet:
         pid = fleet.workers[0].popen.pid
         fleet.add(prompts("warm", WARM_JOBS))
         wait_completed(fleet, WARM_JOBS, 60)
@@ -292,16 +300,19 @@ def main() -> None:
         bench = Bench(server.url, Path(tmp), args.concurrency)
         baseline = celery_noop_per_s(bench, sizes["jobs"])
         segq = segq_jobs_per_s(bench, sizes["jobs"])
+        events_on = segq_jobs_per_s(bench, sizes["jobs"], TASK_EVENTS_ON)
         polls = segq_polls_and_delay(bench, sizes["stream"])
         sdk = sdk_polls(sizes["sdk"])
         flight = in_flight_on_one_worker(bench, sizes["in_flight"])
-    report(baseline, segq, polls, sdk, flight)
+    report(baseline, segq, events_on, polls, sdk, flight)
     if args.quick:
         print(f"(--quick: {sizes['in_flight']} jobs cannot show {TARGETS['in_flight']:,} in "
               "flight; run without --quick for that target)")  # fmt: skip
 
 
-def report(baseline: dict, segq: dict, polls: dict, sdk: dict, flight: dict) -> None:
+def report(
+    baseline: dict, segq: dict, events_on: dict, polls: dict, sdk: dict, flight: dict
+) -> None:
     ratio = segq["per_s"] / baseline["per_s"]
     fewer = polls["polls_per_job"] < min(polls["sdk_loop_per_job"], sdk["polls_per_job"])
     rows = [
@@ -310,6 +321,9 @@ def report(baseline: dict, segq: dict, polls: dict, sdk: dict, flight: dict) -> 
          verdict(ratio >= TARGETS["ratio"], f"ratio >= {TARGETS['ratio']}")),
         ("    worker CPU per segq job vs per no-op task (user + system)",
          f"{segq['cpu_ms']:.2f} ms vs {baseline['cpu_ms']:.2f} ms", ""),
+        ("    with task events on, as while Flower runs: jobs/s (ratio); CPU per job",
+         f"{events_on['per_s']:.1f} ({events_on['per_s'] / baseline['per_s']:.2f}); "
+         f"{events_on['cpu_ms']:.2f} ms", ""),
         (f"(b) status polls per completed job ({polls['completed']} jobs, "
          f"mean {polls['mean_duration_s']:.2f} s upstream)",
          f"{polls['polls_per_job']:.2f}",
