@@ -221,7 +221,7 @@ def test_an_outage_pauses_submits_without_spending_attempts_until_segmind_answer
     assert sorted(queue.dispatch().submits) == sorted(waiting)
 
 
-def test_a_poll_answer_ends_an_outage_pause_but_not_an_account_pause(make_world):
+def test_a_poll_answer_does_not_end_an_account_pause(make_world):
     store, queue = make_world()
     [accepted] = add_batch(store, "a", 1)
     submit_all(queue)

@@ -86,6 +86,7 @@ def rabbitmq_vhost_url(rabbitmq_ready: None) -> Iterator[str]:
 @pytest.fixture(params=BROKERS)
 def broker_url(request: pytest.FixtureRequest) -> str | None:
     """The broker the fleet's workers use: None for the test's Redis, else a RabbitMQ vhost.
+
     Every fleet test runs on both: the same guarantees must hold whichever carries the tasks."""
     if request.param == "rabbitmq":
         return request.getfixturevalue("rabbitmq_vhost_url")
