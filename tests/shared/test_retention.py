@@ -74,6 +74,20 @@ def stored_memory(client: redis.Redis) -> int:
     return memory["used_memory"] - memory["mem_clients_normal"]
 
 
+def settled_memory(client: redis.Redis, timeout_s: float = 5.0) -> int:
+    """``stored_memory`` once two readings half a second apart agree: after mass expiry, Redis
+    shrinks its key tables a step per cron tick (10 a second), so a reading taken mid-way is
+    off by a table's size (a few KB) for a moment; on a loaded machine the moment is longer."""
+    deadline = time.monotonic() + timeout_s
+    reading = stored_memory(client)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        previous, reading = reading, stored_memory(client)
+        if reading == previous:
+            break
+    return reading
+
+
 def wait_for_expiry(client: redis.Redis, prefixes: tuple[str, ...]) -> None:
     deadline = time.monotonic() + EXPIRY_WAIT_S
     while any(next(client.scan_iter(p + "*", count=1000), None) for p in prefixes):
@@ -186,7 +200,7 @@ def expire_every_path(queue: DispatchQueue, tag: str) -> tuple[int, int]:
         assert 0 < client.ttl(key) <= RATE_WINDOW_MAX_TTL_S
     client.delete(*rate_log)  # what their own TTL does within two minutes
     assert all(store.state_counts().get(state.value, 0) == 0 for state in OPEN_STATES)
-    return with_jobs, stored_memory(client)
+    return with_jobs, settled_memory(client)
 
 
 def test_retention_removes_every_key_and_index_entry_and_memory_returns_to_baseline(make_queue):
