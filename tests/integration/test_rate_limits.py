@@ -18,6 +18,7 @@ import pytest
 
 from shared import redis_keys
 from shared.job_model import JobState
+from shared.settings import Settings
 from tests.support.fleet import Fleet, wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,11 @@ CANAL_JOBS = 150
 QUARRY_JOBS = 195
 """More than three windows' worth."""
 LIMIT_PER_MIN = LIMIT * 60 / WINDOW_S
+SAFETY = 1 - (1 - Settings.model_fields["rate_safety"].default) * 60 / WINDOW_S
+"""The default safety (0.98) leaves 1.2 s of Segmind's minute window for the time between the
+dispatcher spending a slot and the call arriving (the broker, a busy worker); here the same
+1.2 s of a 15 s window: 0.92. At 0.98 (0.3 s, less the limiter's 0.1 s tolerance) a loaded CI
+run once drew a 429."""
 RATE_LIMITED = {"submit_rpm": LIMIT, "rate_window_s": WINDOW_S}
 WORKERS = 4
 CONCURRENCY = 4
@@ -66,12 +72,16 @@ def fleet_state(fleet: Fleet) -> dict[str, str]:
 @pytest.mark.timeout(240)
 def test_four_workers_told_the_true_limit_use_all_of_it_without_a_429(make_fleet):
     # Given 4 worker processes configured with the account's true limit
-    fleet = make_fleet(sandbox=RATE_LIMITED, SEGQ_SUBMIT_RATE_LIMIT=str(LIMIT_PER_MIN))
+    fleet = make_fleet(
+        sandbox=RATE_LIMITED,
+        SEGQ_SUBMIT_RATE_LIMIT=str(LIMIT_PER_MIN),
+        SEGQ_RATE_SAFETY=str(SAFETY),
+    )
     start_workers(fleet)
     # When two and a half windows' worth of jobs arrive at once
     ids = fleet.add({"prompt": f"a canal {n}"} for n in range(CANAL_JOBS))
     jobs = fleet.wait_all(ids, timeout_s=120)
-    # Then all completed, paced at the limit (less the 2% safety), never told off
+    # Then all completed, paced at the limit (less the safety margin), never told off
     assert {job.state for job in jobs} == {JobState.COMPLETED}
     assert totals(fleet)["rate_limited"]["submit"] == 0
     assert share_of_limit(accepted_at(fleet)) >= 0.9
