@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from celery import signature
@@ -39,10 +40,17 @@ def fail(made: Producer, job_id: str, detail: str = "bad request", status: int =
     made.store.run_script("finish", job_id, "failed", "rejected", "error", compact_json(error))
 
 
-def later(delay_s: float, action) -> threading.Thread:
+@contextmanager
+def later(delay_s: float, action) -> Iterator[None]:
+    """Runs ``action`` on a thread after ``delay_s``, and waits for it on the way out: a wait
+    wakes as soon as Redis has run the action's last script, which can be before the thread has
+    read that script's reply, and closing the producer under it then fails the next test."""
     thread = threading.Thread(target=lambda: (time.sleep(delay_s), action()), daemon=True)
     thread.start()
-    return thread
+    try:
+        yield
+    finally:
+        thread.join(timeout=WAKE_S)
 
 
 def test_the_public_api_is_exactly_what_all_names():
@@ -137,9 +145,8 @@ def test_wait_wakes_when_the_job_ends_and_result_says_how_it_ended(sync_producer
     with pytest.raises(WaitTimeout) as still:
         job.result(timeout_s=0.2)
     assert still.value.job.state is JobState.QUEUED
-    later(0.3, job.cancel)
     start = time.monotonic()
-    with pytest.raises(JobNotCompleted) as ended:
+    with later(0.3, job.cancel), pytest.raises(JobNotCompleted) as ended:
         job.result(timeout_s=60)
     assert time.monotonic() - start < WAKE_S
     assert ended.value.job.state is JobState.CANCELLED and job.status() is JobState.CANCELLED
@@ -148,9 +155,9 @@ def test_wait_wakes_when_the_job_ends_and_result_says_how_it_ended(sync_producer
 def test_wait_batch_returns_when_every_job_ended_or_at_its_timeout(sync_producer):
     sync_producer.enqueue_many([{"prompt": f"p{n}"} for n in range(5)], batch_id="w")
     assert not sync_producer.wait_batch("w", timeout_s=0.3).is_terminal
-    later(0.3, lambda: [fail(sync_producer, f"w.{n}") for n in range(1, 6)])
     start = time.monotonic()
-    summary = sync_producer.wait_batch("w", timeout_s=60)
+    with later(0.3, lambda: [fail(sync_producer, f"w.{n}") for n in range(1, 6)]):
+        summary = sync_producer.wait_batch("w", timeout_s=60)
     assert time.monotonic() - start < WAKE_S
     assert summary.is_terminal and summary.counts["failed"] == 5
 
