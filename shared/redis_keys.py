@@ -18,6 +18,10 @@ segq:inflight                       zset    none; job -> submitted_at, until the
 segq:notify                         zset    none; job -> when its callback/webhook is due (the
                                             ending script adds it, the dispatcher leases it,
                                             the notify task reschedules or removes it)
+segq:notify:lanes                   set     none; cancelled batches whose queued jobs still wait
+                                            to be told (cancel_batch adds, dispatcher drains)
+segq:notify:lane:{batch_id}         list    retention; those jobs: the batch's bulk lane,
+                                            renamed when the batch was cancelled
 segq:events:{job_id}                pubsub  -; the job's end, published by the ending script;
                                             a batch's waiters match segq:events:{batch_id}.*
 segq:stats                          hash    none; jobs per state, fleet-wide (job scripts)
@@ -46,6 +50,7 @@ DUE = PREFIX + "due"
 POLLING = PREFIX + "polling"
 INFLIGHT = PREFIX + "inflight"
 NOTIFY = PREFIX + "notify"
+NOTIFY_LANES = PREFIX + "notify:lanes"
 STATS = PREFIX + "stats"
 METRICS = PREFIX + "metrics"
 FLEET = PREFIX + "fleet"
@@ -58,6 +63,7 @@ JOB_PREFIX = PREFIX + "job:"
 BATCH_PREFIX = PREFIX + "batch:"
 BULK_LANE_PREFIX = PREFIX + "lane:bulk:"
 EVENTS_PREFIX = PREFIX + "events:"
+NOTIFY_LANE_PREFIX = PREFIX + "notify:lane:"
 
 
 def job(job_id: str) -> str:
@@ -91,7 +97,8 @@ def script_layout(retention_s: int) -> list[str | int]:
     prefixes and fixed keys, so Lua builds keys from what this module says, and the retention."""
     return [
         JOB_PREFIX, BATCH_PREFIX, BULK_LANE_PREFIX, EVENTS_PREFIX, INTERACTIVE_LANE, LANE_RING,
-        DISPATCHED, DUE, INFLIGHT, STATS, FLEET, POLLING, NOTIFY, retention_s,
+        DISPATCHED, DUE, INFLIGHT, STATS, FLEET, POLLING, NOTIFY, NOTIFY_LANES,
+        NOTIFY_LANE_PREFIX, retention_s,
     ]  # fmt: skip
 
 

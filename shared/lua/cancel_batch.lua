@@ -1,9 +1,11 @@
 -- include: layout.lua
 -- include: job.lua
 -- Cancels a whole batch at once, whatever its size: its bulk lane (every job in it is queued)
--- is dropped with UNLINK and counted as cancelled in one step; those job records keep state
--- 'queued' and read as cancelled because the batch has cancelled_at. Jobs already handed to
--- the broker, waiting for a retry, or running upstream (a bounded number) end one by one.
+-- is counted as cancelled in one step; those job records keep state 'queued' and read as
+-- cancelled because the batch has cancelled_at. The lane is dropped with UNLINK, or, when the
+-- batch names a callback or webhook, renamed to the batch's notify lane, from which the
+-- dispatcher schedules each job's notice a few at a time (dispatch.lua). Jobs already handed
+-- to the broker, waiting for a retry, or running upstream (a bounded number) end one by one.
 -- A: batch_id
 -- Returns the number of jobs cancelled, or -1 if there is no such batch.
 local batch_id = A[1]
@@ -13,7 +15,15 @@ if redis.call('HEXISTS', bk, 'cancelled_at') == 1 then return 0 end
 redis.call('HSET', bk, 'cancelled_at', NOW)
 local lane = K.bulk_lane .. batch_id
 local n = redis.call('LLEN', lane)
-redis.call('UNLINK', lane)
+local told = redis.call('HMGET', bk, 'callback_task', 'webhook_url')
+if n > 0 and (told[1] or told[2]) then
+  local notify_lane = K.notify_lane .. batch_id
+  redis.call('RENAME', lane, notify_lane)
+  redis.call('EXPIRE', notify_lane, RETENTION_S)
+  redis.call('SADD', K.notify_lanes, batch_id)
+else
+  redis.call('UNLINK', lane)
+end
 redis.call('LREM', K.ring, 0, lane)
 if n > 0 then move_count(batch_id, 'queued', 'cancelled', n) end
 local member_prefix = batch_id .. '.'

@@ -10,7 +10,8 @@
 --     in-flight cap have room, and the submit budget has a slot: interactive lane first, but
 --     every 4th slot to bulk when both wait; bulk lanes round-robin
 --  4. due notices (a callback or webhook to tell, or to try again): leased for lease_s, so a
---     notify task that dies is published again; the notify task removes or reschedules them
+--     notify task that dies is published again; the notify task removes or reschedules them;
+--     then notices of cancelled batches' queued jobs, while segq:notify has room
 -- A: window, max_in_flight (0: none), lease_s, max_items, submit_rate_key, poll_rate_key,
 --    submit_max_rate (0: none), poll_max_rate (0: none), safety, pause_s, limit_submits (1|0),
 --    idle_s
@@ -25,6 +26,7 @@ if A[11] == '1' then submit_rate = rate_now(submit_key, tonumber(A[7]), safety, 
 local poll_rate = rate_now(poll_key, tonumber(A[8]), safety, NOW)
 local wake = NOW + tonumber(A[12])
 local INTERACTIVE_STREAK = 3
+local NOTICE_TOPUP_S = 0.2  -- how soon a step looks again while notify lanes wait
 local MAX_SKIPS = 100
 
 local function pop_bulk()
@@ -148,7 +150,24 @@ for _, job_id in ipairs(notices) do
     redis.call('ZREM', K.notify, job_id)  -- the record expired before anyone could be told
   end
 end
+-- Queued jobs of a cancelled batch wait in its notify lane (cancel_batch.lua); their notices
+-- join segq:notify only while it holds fewer than `window`, so cancelling a million-job batch
+-- never floods the broker with notify tasks.
+local topup = math.min(max_items - #notices, window - redis.call('ZCARD', K.notify))
+for _, batch_id in ipairs(redis.call('SMEMBERS', K.notify_lanes)) do
+  if topup <= 0 then break end
+  local lane = K.notify_lane .. batch_id
+  for _, job_id in ipairs(redis.call('LPOP', lane, topup) or {}) do
+    if redis.call('EXISTS', K.job .. job_id) == 1 then
+      redis.call('ZADD', K.notify, NOW + lease_s, job_id)
+      notices[#notices + 1] = job_id
+      topup = topup - 1
+    end
+  end
+  if redis.call('EXISTS', lane) == 0 then redis.call('SREM', K.notify_lanes, batch_id) end
+end
 earliest(K.notify)
+if redis.call('SCARD', K.notify_lanes) > 0 then wake = math.min(wake, NOW + NOTICE_TOPUP_S) end
 
 local reply = {tostring(math.max(0, wake - NOW)), #submits, #notices}
 for _, job_id in ipairs(submits) do reply[#reply + 1] = job_id end

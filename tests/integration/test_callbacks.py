@@ -182,3 +182,29 @@ def test_a_cancelled_job_tells_its_callback_too(make_fleet):
     received = [json.loads(r) for r in redis_client.lrange(received_key(job_id), 0, -1)]
     assert [payload["state"] for payload in received] == [JobState.CANCELLED.value]
     assert fleet.submits_per_request() == {}
+
+
+def test_cancelling_a_batch_tells_the_callback_of_every_job_still_queued(make_fleet):
+    # Given a fleet paused by hand, a batch of 40 queued jobs that names a callback, and a
+    # broker window of 8, so the notices of the cancelled lane go out a few at a time
+    fleet = make_fleet(SEGQ_BROKER_WINDOW="8")
+    fleet.store.pause_fleet("test: hold the queue")
+    fleet.start_worker(2)
+    fleet.start_worker(2, celery_options=APP_WORKER_OPTIONS)
+    batch_id = f"c{uuid.uuid4().hex[:8]}"
+    options = JobOptions(callback_task=RECORD_JOB)
+    fleet.store.open_batch(batch_id, defaults={}, options=options, source=None)
+    lines = [NewJob(batch_job_id(batch_id, n), {"prompt": f"dune {n}"}, n) for n in range(1, 41)]
+    fleet.store.add_jobs(lines, batch_id=batch_id, options=options)
+    # When the batch is cancelled
+    assert fleet.store.cancel_batch(batch_id).counts["cancelled"] == 40
+    # Then the callback hears of each job once, as cancelled, and nothing went upstream
+    redis_client = fleet.store.redis
+    job_ids = [job.job_id for job in lines]
+    wait_until(lambda: all(redis_client.llen(received_key(j)) for j in job_ids),
+               "callbacks received", 60, fleet.workers)  # fmt: skip
+    time.sleep(QUIET_S)
+    for job_id in job_ids:
+        received = [json.loads(r) for r in redis_client.lrange(received_key(job_id), 0, -1)]
+        assert [payload["state"] for payload in received] == [JobState.CANCELLED.value]
+    assert fleet.submits_per_request() == {}

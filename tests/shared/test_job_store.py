@@ -360,6 +360,35 @@ def test_an_ending_schedules_its_notice_in_the_same_step_and_dispatch_leases_it(
     assert queue.dispatch().notices == [cancelled]
 
 
+def test_a_cancelled_batchs_queued_jobs_are_told_a_broker_window_at_a_time(make_world):
+    # Given a batch with a webhook: one job handed to the broker, five still in their lane
+    store, queue = make_world(broker_window=3)
+    dispatched, *queued = add_batch(store, "told", 6, webhook_url="https://example.test/hook")
+    assert queue.dispatch(max_items=1).submits == [dispatched]
+    # When the batch is cancelled
+    assert store.cancel_batch("told").counts["cancelled"] == 6
+    # Then the dispatched job's notice is due at once, and the lane's follow while the
+    # notice schedule has room: never more than the broker window waiting
+    assert queue.dispatch().notices == [dispatched, *queued[:2]]
+    assert queue.dispatch().notices == []
+    for job_id in (dispatched, queued[0]):
+        queue.notice_done(job_id)
+    assert queue.dispatch().notices == queued[2:4]
+    queue.notice_done(queued[1])
+    assert queue.dispatch().notices == queued[4:]
+    assert store.redis.smembers(redis_keys.NOTIFY_LANES) == set()
+    # And each one reads as the cancelled job its receiver will be sent
+    assert {job.state for job in store.get_jobs(queued)} == {JobState.CANCELLED}
+
+
+def test_a_cancelled_batch_nobody_listens_to_leaves_no_notify_lane(make_world):
+    store, queue = make_world()
+    add_batch(store, "quiet", 3)
+    store.cancel_batch("quiet")
+    assert queue.dispatch().notices == []
+    assert store.redis.keys(redis_keys.PREFIX + "*lane*") == []
+
+
 def test_jobs_nobody_listens_to_schedule_no_notice(make_world):
     store, queue = make_world()
     [job_id] = add_batch(store, "quiet", 1)
