@@ -105,10 +105,10 @@ class Retried:
     """What a transient failure did to its job, and to the fleet.
 
     ``exhausted``: the job ended, failed with this error (``retries_exhausted``).
-    ``fleet_paused``: this failure paused the fleet's submits: it made ``OUTAGE_FAILURES``
-    in a row, Segmind looks down. ``back_in_lane``: submits are paused (by this failure or
-    before it), and the job, not accepted by Segmind, went back to the front of its lane
-    with its attempt unspent."""
+    ``fleet_paused``: this failure paused the fleet's submits: it made
+    ``SEGQ_OUTAGE_FAILURES`` in a row, Segmind looks down. ``back_in_lane``: submits are
+    paused (by this failure or before it), and the job, not accepted by Segmind, went back to
+    the front of its lane with its attempt unspent."""
 
     ending: Ending
     exhausted: JobFailure | None = None
@@ -198,8 +198,9 @@ class DispatchQueue:
         s = self.settings
         with store_errors():
             return self.store.run_script(
-                "release", job_id, mode, delay_s, error, s.max_attempts, s.upstream_retention_s
-            )
+                "release", job_id, mode, delay_s, error, s.max_attempts, s.upstream_retention_s,
+                s.outage_failures, s.outage_probe_seconds,
+            )  # fmt: skip
 
     def begin_poll(self, job_id: str, token: str) -> PollTicket | PollHold | None:
         """Admission to poll; a hold of the poll budget; or None if this message is stale

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     account_pause_seconds: float = Field(
         60.0, gt=0, le=86400, description="How often a paused fleet probes the account."
     )
+    outage_failures: int = Field(
+        8, ge=2, le=10_000,
+        description="Transient failures in a row, fleet-wide, that pause submits as an outage.",
+    )  # fmt: skip
+    outage_probe_seconds: float = Field(
+        10.0, gt=0, le=3600, description="How often a fleet paused by an outage probes Segmind."
+    )
     max_in_flight: int | None = Field(
         None, ge=1, description="Fleet-wide cap on jobs submitted upstream and not yet finished."
     )

@@ -2,11 +2,9 @@
 -- one is probed: every 'probe_every' seconds dispatch.lua lets one submit through (the
 -- 'probe_job', which gate.lua admits) and record_submitted.lua ends the pause when Segmind
 -- accepts it. Automatic pauses come from account trouble (401/403/406 credits, a spend
--- limit), or from an outage: OUTAGE_FAILURES transient failures in a row across the fleet
--- with no good answer between them ('failing'). An outage pause also ends at the first good
--- answer of any kind (upstream_answered), since Segmind answering is all it waited for.
-local OUTAGE_FAILURES = 8
-local OUTAGE_PROBE_S = 10
+-- limit), or from an outage: SEGQ_OUTAGE_FAILURES transient failures in a row across the
+-- fleet with no good answer between them ('failing'). An outage pause also ends at the first
+-- good answer of any kind (upstream_answered), since Segmind answering is all it waited for.
 local PAUSE_FIELDS = {'paused', 'reason', 'since', 'probe_at', 'manual', 'probe_job',
   'probe_every', 'outage'}
 
@@ -38,14 +36,15 @@ end
 
 -- A transient failure (5xx, HTML, no answer). Returns 'paused' if this failure paused the
 -- fleet's submits because it looks like an outage, 'held' if they were paused already (by
--- anything), else nil. detail: the failure's own words, for the pause's reason.
-local function upstream_failed(http_status, detail)
+-- anything), else nil. detail: the failure's own words, for the pause's reason; outage_failures
+-- and probe_s: SEGQ_OUTAGE_FAILURES and SEGQ_OUTAGE_PROBE_SECONDS.
+local function upstream_failed(http_status, detail, outage_failures, probe_s)
   local failing = redis.call('HINCRBY', K.fleet, 'failing', 1)
   if redis.call('HEXISTS', K.fleet, 'paused') == 1 then return 'held' end
-  if failing < OUTAGE_FAILURES then return nil end
+  if failing < outage_failures then return nil end
   local answer = type(http_status) == 'number' and tostring(http_status) or 'no answer'
   local reason = 'Segmind unavailable: ' .. failing .. ' failures in a row, the last '
     .. answer .. ': ' .. string.sub(tostring(detail), 1, 120)
-  pause_fleet(reason, '0', OUTAGE_PROBE_S, true)
+  pause_fleet(reason, '0', probe_s, true)
   return 'paused'
 end

@@ -11,7 +11,8 @@
 --          Every transient failure counts towards the fleet's outage pause (fleet_pause.lua);
 --          while submits are paused, a job Segmind has not accepted goes back to the front
 --          of its lane instead, its attempts unspent.
--- A: job_id, mode, delay_s, error_json, max_attempts, upstream_retention_s
+-- A: job_id, mode, delay_s, error_json, max_attempts, upstream_retention_s, outage_failures,
+--    outage_probe_s
 -- Returns {state after the call, then ending_of's reply and the error stored if this call
 -- ended the job, else 0 and (retry) 'paused' if this failure paused the fleet's submits or
 -- 'held' if they were paused already, then 'back_in_lane' if the job, not accepted, went
@@ -30,7 +31,7 @@ end
 local outage = nil
 if mode == 'retry' then
   local last = cjson.decode(A[4])
-  outage = upstream_failed(last.http_status, last.detail)
+  outage = upstream_failed(last.http_status, last.detail, tonumber(A[7]), tonumber(A[8]))
   if outage and not submitted_at then
     redis.call('ZREM', K.dispatched, job_id)
     requeue_front(job_id)

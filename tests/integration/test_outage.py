@@ -4,7 +4,8 @@ burns its attempts.
 Jobs Segmind accepted before the outage wait it out: they keep polling their request ids through
 more failures than ``SEGQ_MAX_ATTEMPTS`` allows (Segmind keeps a result for an hour) and complete
 once it is back, paid for once. Queued jobs are held: after eight transient failures in a row
-the fleet pauses its submits (probing every 10 s) until Segmind answers again. Jobs that do
+(``SEGQ_OUTAGE_FAILURES``) the fleet pauses its submits, probing every 10 s
+(``SEGQ_OUTAGE_PROBE_SECONDS``), until Segmind answers again. Jobs that do
 spend their budget (a shorter burst of failures) are covered with `segq retry` in
 ``test_producer_cli.py`` and ``test_pipeline.py``.
 """

@@ -198,21 +198,24 @@ def fail_submits(queue: DispatchQueue, failure: JobFailure) -> list[Retried]:
 
 
 def test_an_outage_pauses_submits_without_spending_attempts_until_segmind_answers(make_world):
-    store, queue = make_world(max_attempts=2)
+    # Given a fleet that calls five failures in a row an outage, and probes every 30 s then
+    store, queue = make_world(max_attempts=2, outage_failures=5, outage_probe_seconds=30)
     [accepted] = add_batch(store, "a", 1)
     submit_all(queue)
     waiting = add_batch(store, "b", 10)
-    # Given ten submits that fail one after another, with no good answer between them
+    # When ten submits fail one after another, with no good answer between them
     outcomes = fail_submits(queue, JobFailure(kind="transient", http_status=None, detail="refused"))
-    # Then the eighth pauses the fleet's submits; it and the two after it go back to their lane
-    assert [o.fleet_paused for o in outcomes] == [False] * 7 + [True, False, False]
-    assert [o.back_in_lane for o in outcomes] == [False] * 7 + [True] * 3
+    # Then the fifth pauses the fleet's submits; it and the five after it go back to their lane
+    assert [o.fleet_paused for o in outcomes] == [False] * 4 + [True] + [False] * 5
+    assert [o.back_in_lane for o in outcomes] == [False] * 4 + [True] * 6
     fleet = store.fleet_state()
     assert fleet.paused and not fleet.manual
-    assert fleet.reason == "Segmind unavailable: 8 failures in a row, the last no answer: refused"
+    assert fleet.reason == "Segmind unavailable: 5 failures in a row, the last no answer: refused"
+    probe_at = float(store.redis.hget(redis_keys.FLEET, "probe_at"))
+    assert 25 < probe_at - time.time() <= 30
     jobs = store.get_jobs(waiting)
     assert all(job.state is JobState.QUEUED for job in jobs)
-    assert sorted(job.attempts for job in jobs) == [0] * 3 + [1] * 7
+    assert sorted(job.attempts for job in jobs) == [0] * 6 + [1] * 4
     # And no submit goes out until the probe is due, none was spent on the outage
     assert queue.dispatch().submits == []
     # When Segmind answers a poll, the pause ends at once and submits flow again
