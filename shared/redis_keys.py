@@ -27,6 +27,8 @@ segq:events:{job_id}                pubsub  -; the job's end, published by the e
 segq:stats                          hash    none; jobs per state, fleet-wide (job scripts)
 segq:metrics                        hash    none; counters and histogram buckets (workers)
 segq:fleet                          hash    none; pause state and interactive streak
+segq:durations                      hash    7 days, renewed; how long jobs take upstream, as
+                                            the last worker to share it estimated (workers)
 segq:rate:{fingerprint}:{kind}      hash    1 day, renewed; the fleet budget (rate.lua)
 segq:rate:{fingerprint}:{kind}:ok   zset    2 minutes; accepted calls of the last minute
 
@@ -54,6 +56,7 @@ NOTIFY_LANES = PREFIX + "notify:lanes"
 STATS = PREFIX + "stats"
 METRICS = PREFIX + "metrics"
 FLEET = PREFIX + "fleet"
+DURATIONS = PREFIX + "durations"
 
 SINGLE_JOBS_LANE = "_"
 """The bulk lane of jobs that belong to no batch."""

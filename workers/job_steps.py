@@ -25,7 +25,7 @@ from shared.errors import (
 from shared.job_model import JobFailure, JobState
 from shared.request_model import GenerationRequest
 from shared.upstream_answers import ResultAnswer
-from shared.upstream_timing import compute_backoff_s, next_poll_delay_s
+from shared.upstream_timing import compute_backoff_s
 from workers import job_events
 from workers.outputs import collect_outputs
 from workers.runtime import Runtime
@@ -156,7 +156,7 @@ def _complete(rt: Runtime, job_id: str, result: ResultAnswer, elapsed_s: float) 
     )
     if not ending.ended:
         return
-    rt.observe_duration(_upstream_seconds(result.metrics, elapsed_s))
+    rt.durations.observe(_upstream_seconds(result.metrics, elapsed_s))
     job_events.ended(rt.metrics, job_id, JobState.COMPLETED, ending,
                      inference_s=result.metrics.get("inference_time"))  # fmt: skip
 
@@ -183,10 +183,9 @@ def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError, cap_s: 
 
 
 def _next_poll_in(rt: Runtime, elapsed_s: float, polls: int) -> float:
-    with rt.durations_lock:
-        return next_poll_delay_s(
-            elapsed_s, rt.durations, polls, min_s=0.1, max_s=rt.settings.poll_max_interval_s
-        )
+    return rt.durations.next_poll_delay_s(
+        elapsed_s, polls, min_s=0.1, max_s=rt.settings.poll_max_interval_s
+    )
 
 
 def _upstream_seconds(metrics: dict[str, float], elapsed_s: float) -> float:

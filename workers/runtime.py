@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import functools
 import random
-import threading
 from dataclasses import dataclass, field
 
 import httpx
 
 from shared.dispatch_queue import DispatchQueue
+from shared.fleet_durations import FleetDurations
 from shared.fleet_limiter import FleetLimiter
 from shared.job_store import JobStore
 from shared.metrics import FleetMetrics
 from shared.segmind_client import SegmindClient
 from shared.settings import Settings, get_settings
-from shared.upstream_timing import DurationEstimate
 
 WEBHOOK_TIMEOUT_S = 10.0
 METRICS_FLUSH_S = 1.0
@@ -34,16 +33,10 @@ class Runtime:
     queue: DispatchQueue
     limiter: FleetLimiter
     client: SegmindClient
-    durations: DurationEstimate
+    durations: FleetDurations
     webhooks: httpx.Client
     metrics: FleetMetrics
-    durations_lock: threading.Lock = field(default_factory=threading.Lock)
     rng: random.Random = field(default_factory=random.Random)
-
-    def observe_duration(self, seconds: float) -> None:
-        """Teaches the poll timing how long jobs take upstream (tasks run in threads)."""
-        with self.durations_lock:
-            self.durations.observe(seconds)
 
 
 @functools.cache
@@ -57,7 +50,7 @@ def runtime() -> Runtime:
         queue=DispatchQueue(store, settings),
         limiter=FleetLimiter(store.redis, settings),
         client=SegmindClient.from_settings(settings, on_answer=metrics.upstream_answer),
-        durations=DurationEstimate(),
+        durations=FleetDurations(store.redis),
         webhooks=httpx.Client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False),
         metrics=metrics,
     )

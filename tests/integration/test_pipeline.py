@@ -12,6 +12,9 @@ from shared.job_model import JobState
 
 pytestmark = pytest.mark.integration
 
+SIX_SECOND_JOBS = {"inference_mean_s": 60.0, "inference_sigma": 0.0, "min_queue_s": 0.0}
+"""At the test sandbox's time scale (0.1)."""
+
 
 def test_a_job_ends_completed_with_a_decodable_image_of_the_requested_size(make_fleet):
     # Given one worker on the sandbox
@@ -121,3 +124,18 @@ def test_a_429_storm_on_submits_and_polls_delays_jobs_but_costs_no_attempt(make_
     assert [job.state for job in jobs] == [JobState.COMPLETED] * 20
     assert [job.attempts for job in jobs] == [0] * 20
     assert sorted(fleet.submits_per_request().values()) == [1] * 20
+
+
+def test_a_worker_that_joins_later_polls_as_late_as_the_fleet_has_learned(make_fleet):
+    # Given jobs of 6 s upstream, and a worker that finished some and then stopped (a deploy)
+    fleet = make_fleet(sandbox=SIX_SECOND_JOBS)
+    first = fleet.start_worker(4)
+    before = fleet.wait_all(fleet.add({"prompt": f"a harbour {n}"} for n in range(4)), 60)
+    first.stop()
+    # When a new worker process takes the next jobs
+    fleet.start_worker(4)
+    after = fleet.wait_all(fleet.add({"prompt": f"a jetty {n}"} for n in range(4)), 60)
+    # Then it polls them near the end the fleet learned (4 polls each here), where the first
+    # worker, starting from the 2 s prior, polled from 1.5 s on (16 each here)
+    assert {job.state for job in before + after} == {JobState.COMPLETED}
+    assert max(job.polls for job in after) <= 6 and min(job.polls for job in before) >= 10
