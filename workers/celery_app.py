@@ -43,7 +43,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from shared.redis_connection import broker_transport_options
+from shared.redis_connection import broker_transport_options, is_sentinel_url
 from shared.settings import Settings, get_settings
 from workers.health import ConsumerStamp
 
@@ -54,6 +54,7 @@ ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, NOTIFY_QUEUE)
 QUORUM_DELIVERY_LIMIT = 10
 BROKER_HEARTBEAT_S = 30
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+REDIS_SCHEME = "redis://"
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -99,11 +100,24 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "segq.notify": {"queue": NOTIFY_QUEUE},
         },
     }
+    transport_class = broker_transport(settings.effective_broker_url)
+    if transport_class:
+        config["broker_transport"] = transport_class
     if settings.rate_limiter == "celery" and settings.submit_rate_limit:
         config["task_annotations"] = {
             "segq.submit": {"rate_limit": f"{settings.submit_rate_limit}/m"}
         }
     return config
+
+
+def broker_transport(broker_url: str) -> str | None:
+    """kombu's transport with a reused Redis client (``workers/broker_transport.py``) for
+    ``redis://`` and ``sentinel://`` brokers; None (the URL's own) for any other."""
+    if broker_url.startswith(REDIS_SCHEME):
+        return "workers.broker_transport:Transport"
+    if is_sentinel_url(broker_url):
+        return "workers.broker_transport:SentinelTransport"
+    return None
 
 
 def broker_queues(settings: Settings) -> list[Queue]:
