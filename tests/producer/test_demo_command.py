@@ -44,15 +44,17 @@ class DemoProcess:
         return self.log.read_text(errors="replace")
 
     def note_children(self) -> None:
+        """Remembers every child, and reads its command line again each time: a child seen
+        between fork and exec still shows the demo's own (a loaded run once lost the worker
+        that way)."""
         try:
             children = psutil.Process(self.popen.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return
         for child in children:
-            if child.pid not in self.children:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    self.cmdlines[child.pid] = " ".join(child.cmdline())
-                    self.children[child.pid] = child
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.cmdlines[child.pid] = " ".join(child.cmdline())
+                self.children.setdefault(child.pid, child)
 
     def kinds(self) -> set[str]:
         """Which of Redis and the worker were seen among the demo's children."""
