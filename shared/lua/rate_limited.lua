@@ -8,7 +8,9 @@
 -- was too fast) and is cut by the safety factor; nor below half of it, as in AIMD's
 -- multiplicative decrease: one 429 on a quiet minute (few calls counted) must not starve the
 -- fleet for minutes while the rate grows back. 429s that arrive during the hold are from calls
--- made before it: they see the same count and span and shrink the rate no further.
+-- made before it: they shrink the rate no further, and may raise it (never above the
+-- configured rate in use): a call Segmind accepted before the window filled, whose answer was
+-- recorded only after the first 429 counted (a loaded worker), counts from then on.
 -- KEYS: rate hash, accepted zset. ARGV: retry_after_s (-1: not named), max_rate (0: none), safety
 redis.replicate_commands()
 local DEFAULT_HOLD_S = 2
@@ -29,7 +31,8 @@ local learned = accepted * 60 / span * safety
 local previous, known = unpack(redis.call('HMGET', KEYS[1], 'hold_until', 'learned'))
 previous = tonumber(previous) or 0
 if now < previous and known then
-  learned = math.min(learned, tonumber(known))
+  learned = math.max(learned, tonumber(known))
+  if max_rate > 0 then learned = math.min(learned, max_rate * safety) end
 else
   local in_use = rate_now(KEYS[1], max_rate, safety, now)
   if in_use ~= nil then

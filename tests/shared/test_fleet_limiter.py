@@ -103,6 +103,27 @@ def test_429s_that_arrive_during_the_hold_shrink_the_rate_once(make_world):
     assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(first, rel=0.01)
 
 
+def test_a_429_during_the_hold_counts_accepted_calls_recorded_after_the_first(make_world):
+    # Given 40 submits sent at once, of which Segmind accepted all; the first 429 is read
+    # while the answers of 10 of them are still on their way (a loaded worker)
+    world = make_world()
+    world.add(40)
+    submits = world.queue.dispatch().submits
+    for job_id in submits:
+        assert world.queue.begin_submit(job_id).outcome == "go"
+    for job_id in submits[:30]:
+        world.queue.record_submitted(job_id, f"req-{job_id}", 5.0)
+    world.limiter.rate_limited("submit", 10.0)
+    first = world.limiter.status("submit")["learned_per_min"]
+    # When those answers are recorded, and another call of the burst gets its 429
+    for job_id in submits[30:]:
+        world.queue.record_submitted(job_id, f"req-{job_id}", 5.0)
+    world.limiter.rate_limited("submit", 10.0)
+    # Then the fleet learns the 40 the window really held, not the 30 counted at first
+    assert first == pytest.approx(180 * 0.98, rel=0.03)
+    assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(240 * 0.98, rel=0.03)
+
+
 def test_the_learned_rate_is_never_above_the_configured_rate_in_use(make_world):
     # Given a configured 60/min, though the store recorded 200 accepted submits just now
     world = make_world(submit_rate_limit=60.0)
