@@ -1,7 +1,7 @@
 """The pipeline (issue 3): throughput against raw Celery, status polls per job against the
 official SDK, how soon the job store shows a finished job, and jobs one worker holds in flight.
 
-Run:  .venv/bin/python -m tests.benchmarks.bench_pipeline [--quick]
+Run:  .venv/bin/python -m tests.benchmarks.bench_pipeline [--quick] [--throughput-only]
 
 One private redis-server (job store and broker), the sandbox on a thread of this process, and
 one real `segq worker` process (threads pool, ``--concurrency``) per phase, stopped after it:
@@ -288,6 +288,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, a few minutes")
     parser.add_argument("--concurrency", type=int, default=DEFAULTS["worker_concurrency"].default,
                         help="threads of each worker (segq's and the baseline's)")  # fmt: skip
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only phase 1 without task events: (a) and the CPU per job, to "
+                        "compare two commits in alternating runs")  # fmt: skip
     args = parser.parse_args()
     sizes = SIZES["quick" if args.quick else "full"]
     print("command:", command_line(), flush=True)
@@ -300,6 +303,9 @@ def main() -> None:
         bench = Bench(server.url, Path(tmp), args.concurrency)
         baseline = celery_noop_per_s(bench, sizes["jobs"])
         segq = segq_jobs_per_s(bench, sizes["jobs"])
+        if args.throughput_only:
+            print_rows(throughput_rows(baseline, segq))
+            return
         events_on = segq_jobs_per_s(bench, sizes["jobs"], TASK_EVENTS_ON)
         polls = segq_polls_and_delay(bench, sizes["stream"])
         sdk = sdk_polls(sizes["sdk"])
@@ -313,14 +319,9 @@ def main() -> None:
 def report(
     baseline: dict, segq: dict, events_on: dict, polls: dict, sdk: dict, flight: dict
 ) -> None:
-    ratio = segq["per_s"] / baseline["per_s"]
     fewer = polls["polls_per_job"] < min(polls["sdk_loop_per_job"], sdk["polls_per_job"])
     rows = [
-        ("(a) segq jobs/s end to end vs raw Celery no-op tasks/s",
-         f"{segq['per_s']:.1f} vs {baseline['per_s']:.1f} = {ratio:.2f}",
-         verdict(ratio >= TARGETS["ratio"], f"ratio >= {TARGETS['ratio']}")),
-        ("    worker CPU per segq job vs per no-op task (user + system)",
-         f"{segq['cpu_ms']:.2f} ms vs {baseline['cpu_ms']:.2f} ms", ""),
+        *throughput_rows(baseline, segq),
         ("    with task events on, as while Flower runs: jobs/s (ratio); CPU per job",
          f"{events_on['per_s']:.1f} ({events_on['per_s'] / baseline['per_s']:.2f}); "
          f"{events_on['cpu_ms']:.2f} ms", ""),
@@ -344,6 +345,22 @@ def report(
         ("    completed / submits upstream / status polls per job",
          f"{flight['completed']:,} / {flight['submits']:,} / {flight['polls_per_job']:.1f}", ""),
     ]  # fmt: skip
+    print_rows(rows)
+
+
+def throughput_rows(baseline: dict, segq: dict) -> list[tuple[str, str, str]]:
+    ratio = segq["per_s"] / baseline["per_s"]
+    return [
+        ("(a) segq jobs/s end to end vs raw Celery no-op tasks/s",
+         f"{segq['per_s']:.1f} vs {baseline['per_s']:.1f} = {ratio:.2f}",
+         verdict(ratio >= TARGETS["ratio"], f"ratio >= {TARGETS['ratio']}")),
+        ("    worker CPU per segq job vs per no-op task (user + system)",
+         f"{segq['cpu_ms']:.2f} ms vs {baseline['cpu_ms']:.2f} ms "
+         f"(x{segq['cpu_ms'] / baseline['cpu_ms']:.2f})", ""),
+    ]  # fmt: skip
+
+
+def print_rows(rows: list[tuple[str, str, str]]) -> None:
     width = max(len(row[0]) for row in rows)
     value_width = max(len(row[1]) for row in rows)
     for figure, value, against in rows:
