@@ -46,15 +46,16 @@ class DemoProcess:
     def note_children(self) -> None:
         """Remembers every child, and reads its command line again each time: a child seen
         between fork and exec still shows the demo's own (a loaded run once lost the worker
-        that way)."""
+        that way). An empty one (a process on its way out) never replaces what was read."""
         try:
             children = psutil.Process(self.popen.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
-                self.cmdlines[child.pid] = " ".join(child.cmdline())
                 self.children.setdefault(child.pid, child)
+                if cmdline := " ".join(child.cmdline()):
+                    self.cmdlines[child.pid] = cmdline
 
     def kinds(self) -> set[str]:
         """Which of Redis and the worker were seen among the demo's children."""
@@ -73,7 +74,11 @@ class DemoProcess:
     def survivors(self) -> list[str]:
         """Command lines of the demo's children still running (``is_running`` also checks the
         start time, so a reused pid does not count)."""
-        return [self.cmdlines[pid] for pid, child in self.children.items() if child.is_running()]
+        return [
+            self.cmdlines.get(pid, f"pid {pid}")
+            for pid, child in self.children.items()
+            if child.is_running()
+        ]
 
     def kill_everything(self) -> None:
         """Cleanup when a test failed: nothing it started may outlive it."""
