@@ -31,6 +31,7 @@ from producer.commands.flower import flower_option_kinds, normalize_options
 from shared.job_store import JobStore
 from shared.local_redis import free_port
 from shared.settings import Settings, load_settings, setting_env_names
+from tests.support.brokers import round_trip
 from workers.celery_app import POLL_QUEUE, SUBMIT_QUEUE, create_app
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -211,12 +212,8 @@ def test_a_managed_redis_with_tls_and_a_password_works_as_job_store_and_broker(t
         store.redis.close()
         app = create_app(settings)
         with app.connection_for_write() as connection:
-            queue = connection.SimpleQueue("segq-tls-check")
-            queue.put({"job_id": "j1"})
-            message = queue.get(timeout=5)
-            message.ack()
-            queue.close()
-        assert message.payload == {"job_id": "j1"}
+            payload = round_trip(connection, "segq-tls-check")
+        assert payload == {"job_id": "j1"}
     finally:
         server.terminate()
         server.wait(10)

@@ -25,6 +25,7 @@ from shared.redis_connection import (
     redis_client,
 )
 from shared.settings import load_settings
+from tests.support.brokers import round_trip
 from workers.celery_app import create_app
 
 MASTER_PASSWORD = "master-pw-0123"
@@ -196,9 +197,5 @@ def test_job_store_and_broker_find_the_master_through_a_real_sentinel(master, se
     # And Celery's broker connection carries a message through the same Sentinel
     app = create_app(settings)
     with app.connection_for_write() as connection:
-        queue = connection.SimpleQueue("segq-sentinel-check")
-        queue.put({"job_id": "j1"})
-        message = queue.get(timeout=5)
-        message.ack()
-        queue.close()
-    assert message.payload == {"job_id": "j1"}
+        payload = round_trip(connection, "segq-sentinel-check")
+    assert payload == {"job_id": "j1"}

@@ -121,3 +121,16 @@ class BrokerQueues:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def round_trip(connection: Connection, queue_name: str) -> dict:
+    """Puts a message on ``queue_name`` through ``connection``, takes it back and acks it;
+    returns its payload (a broker check: the connection really carries messages)."""
+    queue = connection.SimpleQueue(queue_name)
+    try:
+        queue.put({"job_id": "j1"})
+        message = queue.get(timeout=5)
+        message.ack()
+    finally:
+        queue.close()
+    return message.payload

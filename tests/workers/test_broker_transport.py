@@ -7,6 +7,7 @@ from kombu.transport import pyamqp
 from kombu.transport import redis as kombu_redis
 
 from shared.settings import load_settings
+from tests.support.brokers import round_trip
 from workers import broker_transport
 from workers.celery_app import create_app
 
@@ -38,12 +39,8 @@ def test_a_channel_reuses_its_client_until_its_pool_is_replaced(redis_url):
         first = channel._create_client()
         assert channel._create_client() is first
         # And the client works: a message goes through the queue and is acknowledged
-        queue = connection.SimpleQueue("segq-transport-check")
-        queue.put({"job_id": "j1"})
-        message = queue.get(timeout=5)
-        message.ack()
-        queue.close()
-        assert message.payload == {"job_id": "j1"}
+        payload = round_trip(connection, "segq-transport-check")
+        assert payload == {"job_id": "j1"}
         # After a reconnect replaces the pool, the channel makes a client for the new pool
         channel._disconnect_pools()
         renewed = channel._create_client()
