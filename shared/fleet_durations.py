@@ -33,6 +33,7 @@ SHARED_TTL_S = 7 * 86_400
 """An estimate nobody renewed for a week is forgotten (the model or its load may have changed)."""
 
 FIELDS = ("mean_s", "deviation_s", "count")
+"""The ``DurationEstimate`` attributes shared, under the same names in ``segq:durations``."""
 
 
 class FleetDurations:
@@ -56,11 +57,7 @@ class FleetDurations:
             if self._shared_at is not None and now - self._shared_at < SHARE_EVERY_S:
                 return
             self._shared_at = now
-            fields = {
-                "mean_s": self.estimate.mean_s,
-                "deviation_s": self.estimate.deviation_s,
-                "count": self.estimate.count,
-            }
+            fields = {name: getattr(self.estimate, name) for name in FIELDS}
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(redis_keys.DURATIONS, mapping=fields)
