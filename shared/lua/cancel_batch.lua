@@ -15,8 +15,7 @@ if redis.call('HEXISTS', bk, 'cancelled_at') == 1 then return 0 end
 redis.call('HSET', bk, 'cancelled_at', NOW)
 local lane = K.bulk_lane .. batch_id
 local n = redis.call('LLEN', lane)
-local told = redis.call('HMGET', bk, 'callback_task', 'webhook_url')
-if n > 0 and (told[1] or told[2]) then
+if n > 0 and batch_wants_notice(batch_id) then
   local notify_lane = K.notify_lane .. batch_id
   redis.call('RENAME', lane, notify_lane)
   redis.call('EXPIRE', notify_lane, RETENTION_S)

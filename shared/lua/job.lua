@@ -38,13 +38,17 @@ local function requeue_front(job_id)
   ring_add(lane)
 end
 
+-- Whether the batch names a callback task or webhook for its jobs.
+local function batch_wants_notice(batch_id)
+  local told = redis.call('HMGET', K.batch .. batch_id, 'callback_task', 'webhook_url')
+  return (told[1] or told[2]) and true or false
+end
+
 -- Whether a callback task or webhook waits to hear that the job ended (its own, or its batch's).
 local function wants_notice(job_id, batch_id)
   local told = redis.call('HMGET', K.job .. job_id, 'callback_task', 'webhook_url')
-  if batch_id and not (told[1] or told[2]) then
-    told = redis.call('HMGET', K.batch .. batch_id, 'callback_task', 'webhook_url')
-  end
-  return (told[1] or told[2]) and true or false
+  if told[1] or told[2] then return true end
+  return batch_id and batch_wants_notice(batch_id) or false
 end
 
 -- Ends a job once (compare-and-set on a non-terminal state). fields: extra HSET pairs.
