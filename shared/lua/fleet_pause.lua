@@ -27,11 +27,14 @@ local function pause_fleet(reason, manual, probe_every, outage)
 end
 
 -- Segmind gave an answer (accepted a submit, reported on a job): the failure streak ends, and
--- so does a pause for an outage.
-local function upstream_answered()
-  local failing, outage = unpack(redis.call('HMGET', K.fleet, 'failing', 'outage'))
+-- so does a pause for an outage. accepted_job: the job whose submit Segmind just accepted, if
+-- that is the answer; when it is the pause's probe, an automatic pause of any kind ends.
+local function upstream_answered(accepted_job)
+  local failing, outage, manual, probe_job =
+    unpack(redis.call('HMGET', K.fleet, 'failing', 'outage', 'manual', 'probe_job'))
   if failing then redis.call('HDEL', K.fleet, 'failing') end
-  if outage == '1' then resume_fleet() end
+  local probe_accepted = accepted_job and manual ~= '1' and probe_job == accepted_job
+  if outage == '1' or probe_accepted then resume_fleet() end
 end
 
 -- A transient failure (5xx, HTML, no answer). Returns 'paused' if this failure paused the

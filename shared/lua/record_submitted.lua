@@ -18,9 +18,7 @@ redis.call('HSET', key, 'request_id', request_id, 'submitted_at', NOW)
 redis.call('HDEL', key, 'claim')
 redis.call('ZREM', K.dispatched, job_id)
 record_accepted(A[4], NOW, request_id)
-upstream_answered()
-local manual, probe_job = unpack(redis.call('HMGET', K.fleet, 'manual', 'probe_job'))
-if manual ~= '1' and probe_job == job_id then resume_fleet() end
+upstream_answered(job_id)
 if state ~= 'queued' then return {state, waited} end
 redis.call('HSET', key, 'state', 'submitted')
 move_count(batch_id, 'queued', 'submitted')
