@@ -32,6 +32,10 @@ SHARE_EVERY_S = 1.0
 SHARED_TTL_S = 7 * 86_400
 """An estimate nobody renewed for a week is forgotten (the model or its load may have changed)."""
 
+SEED_RETRY_S = 5.0
+"""While Redis is away, the fleet's estimate is asked for again at most this often: every
+poll delay is computed under one lock, and a read that times out must not hold all of them."""
+
 FIELDS = ("mean_s", "deviation_s", "count")
 """The ``DurationEstimate`` attributes shared, under the same names in ``segq:durations``."""
 
@@ -46,6 +50,7 @@ class FleetDurations:
         self.estimate = DurationEstimate()
         self.lock = threading.Lock()
         self._shared_at: float | None = None
+        self._seed_tried_at: float | None = None
         self._seeded = False
 
     def observe(self, seconds: float) -> None:
@@ -77,6 +82,10 @@ class FleetDurations:
         (not at start-up: a worker must come up while Redis is away)."""
         if self._seeded:
             return
+        now = self.clock()
+        if self._seed_tried_at is not None and now - self._seed_tried_at < SEED_RETRY_S:
+            return
+        self._seed_tried_at = now
         try:
             shared = self.redis.hmget(redis_keys.DURATIONS, FIELDS)
         except redis.RedisError as exc:

@@ -9,7 +9,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared import redis_keys
-from shared.fleet_durations import SHARE_EVERY_S, FleetDurations
+from shared.fleet_durations import SEED_RETRY_S, SHARE_EVERY_S, FleetDurations
 
 POLL_LIMITS = {"min_s": 0.1, "max_s": 15.0}
 
@@ -79,3 +79,31 @@ def test_without_redis_a_worker_learns_on_its_own_and_fails_no_job():
     assert first_poll_in(durations) < 2.0
     durations.observe(10.0)
     assert durations.estimate.mean_s == 10.0
+
+
+class AwayThenBack(fakeredis.FakeRedis):
+    """A Redis that refuses reads while ``away``, counting them."""
+
+    away = True
+    reads = 0
+
+    def hmget(self, *args, **kwargs):
+        self.reads += 1
+        if self.away:
+            raise redis.ConnectionError("Connection refused")
+        return super().hmget(*args, **kwargs)
+
+
+def test_while_redis_is_away_the_fleet_estimate_is_asked_for_once_in_a_while():
+    client = AwayThenBack(decode_responses=True)
+    client.hset(redis_keys.DURATIONS, mapping={"mean_s": 30, "deviation_s": 1, "count": 9})
+    clock = Clock()
+    durations = FleetDurations(client, clock=clock)
+    for _ in range(50):  # many polls scheduled within one retry interval: one read
+        assert first_poll_in(durations) < 2.0
+    assert client.reads == 1
+    client.away = False
+    clock.now += SEED_RETRY_S
+    assert first_poll_in(durations) == POLL_LIMITS["max_s"] and client.reads == 2
+    first_poll_in(durations)
+    assert client.reads == 2  # seeded: never read again
