@@ -13,6 +13,10 @@ one real `segq worker` process (threads pool, ``--concurrency``) per phase, stop
    from ``/proc``) per segq job and per no-op task over the same span: on a shared machine
    it moves far less than the throughput does. The same phase again with the worker's task
    events on (``--task-events``, as Flower turns them on while it runs) shows what they cost.
+   Then segq's own steps with no Celery at all: a child process runs the dispatcher's step and
+   the submit and poll steps of the same N jobs in one thread, calling the task functions'
+   bodies directly; its CPU per job against the no-op task's is the most (a) could reach in
+   any task layout that keeps those steps (were Celery's cost per job zero).
 2. polls and delay: jobs with realistic inference times (the sandbox's default 2.5 s lognormal)
    arriving at a steady rate. Status polls per completed job from the sandbox's own counters,
    against what the official SDK's loop (a poll at once, then one a second) needs on the same
@@ -48,7 +52,7 @@ import redis
 from segmind import SegmindClient  # type: ignore[import-untyped]
 
 from shared import redis_keys
-from shared.job_model import JobState
+from shared.job_model import TERMINAL_STATES, JobState
 from shared.job_store import JobStore
 from shared.local_redis import start_local_redis
 from shared.request_model import MODEL_SLUG, GenerationRequest
@@ -82,6 +86,9 @@ DEFAULTS = Settings.model_fields
 TASK_EVENTS_ON = ("--task-events",)
 """As while Flower runs: it turns every worker's task events on (segq's workers start without)."""
 TARGETS = {"ratio": 0.35, "delay_ms": 300.0, "in_flight": 2000}
+SELF = [sys.executable, "-m", "tests.benchmarks.bench_pipeline"]
+STEPS_ALONE_IDLE_S = 0.05
+"""The steps-alone child's sleep when no poll is due yet (its CPU, not its time, is measured)."""
 
 
 @dataclass
@@ -93,10 +100,10 @@ class Bench:
 
     @contextmanager
     def fleet(
-        self, upstream: dict[str, Any], worker_options: Sequence[str] = ()
+        self, upstream: dict[str, Any], worker_options: Sequence[str] | None = ()
     ) -> Iterator[Fleet]:
         """An empty Redis, a sandbox with ``upstream``'s knobs and one worker (``celery worker``
-        options added); all stopped after."""
+        options added; None: no worker); all stopped after."""
         client = client_for(self.redis_url)
         client.flushall()
         with start_sandbox(SandboxConfig.model_validate(upstream)) as sandbox:
@@ -104,7 +111,8 @@ class Bench:
             tmp.mkdir()
             fleet = Fleet(self.redis_url, sandbox, tmp, {}, JobStore(client, retention_s=3600))
             try:
-                fleet.start_worker(concurrency=self.concurrency, celery_options=worker_options)
+                if worker_options is not None:
+                    fleet.start_worker(concurrency=self.concurrency, celery_options=worker_options)
                 yield fleet
             finally:
                 stop_all(fleet)
@@ -139,6 +147,44 @@ def segq_jobs_per_s(
         totals = fleet.sandbox.truth(with_requests=False)["totals"]
     return {"per_s": jobs / (end - start), "submits": totals["submits"] - WARM_JOBS,
             "status_polls": totals["status_polls"], "cpu_ms": cpu_ms}  # fmt: skip
+
+
+def steps_alone_cpu_ms(bench: Bench, jobs: int) -> float:
+    """segq's own CPU per job with no Celery: ``run_steps_alone`` in a child process."""
+    with bench.fleet(FAST_UPSTREAM, worker_options=None) as fleet:
+        fleet.add(prompts("alone", jobs))
+        child = subprocess.run([*SELF, "--steps-alone", str(jobs)], env=fleet.env(), cwd=REPO,
+                               capture_output=True, text=True, timeout=60 + jobs / 5)  # fmt: skip
+        if child.returncode:
+            raise RuntimeError(f"steps alone failed:\n{child.stderr[-3000:]}")
+        completed = fleet.store.state_counts().get("completed", 0)
+    if completed != jobs:
+        raise RuntimeError(f"steps alone completed {completed} of {jobs} jobs")
+    return float(child.stdout.split()[-1])
+
+
+def run_steps_alone(jobs: int) -> None:
+    """The child: dispatcher steps, and the submit and poll steps they hand out, in this one
+    thread until ``jobs`` jobs have ended; prints the process's CPU ms per job."""
+    from workers.dispatcher import MAX_ITEMS_PER_STEP
+    from workers.job_steps import poll_job, submit_job
+    from workers.runtime import runtime
+
+    rt = runtime()
+    ended, cpu_start_s = 0, time.process_time()
+    deadline = time.monotonic() + 60 + jobs / 5
+    while ended < jobs and time.monotonic() < deadline:
+        plan = rt.queue.dispatch(MAX_ITEMS_PER_STEP)
+        for job_id in plan.submits:
+            submit_job(rt, job_id)
+        for job_id, token in plan.polls:
+            poll_job(rt, job_id, token)
+        if not plan.size:
+            ended = sum(rt.store.state_counts().get(s.value, 0) for s in TERMINAL_STATES)
+            time.sleep(min(plan.wake_in_s, STEPS_ALONE_IDLE_S))
+    cpu_ms = (time.process_time() - cpu_start_s) * 1000 / jobs
+    rt.metrics.close()
+    print(f"cpu ms per job {cpu_ms:.3f}")
 
 
 def celery_noop_per_s(bench: Bench, tasks: int) -> dict[str, float]:
@@ -291,7 +337,11 @@ def main() -> None:
     parser.add_argument("--throughput-only", action="store_true",
                         help="only phase 1 without task events: (a) and the CPU per job, to "
                         "compare two commits in alternating runs")  # fmt: skip
+    parser.add_argument("--steps-alone", type=int, metavar="JOBS", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps_alone:
+        run_steps_alone(args.steps_alone)
+        return
     sizes = SIZES["quick" if args.quick else "full"]
     print("command:", command_line(), flush=True)
     print(f"sizes: {sizes}; one worker process, --pool=threads "
@@ -303,6 +353,7 @@ def main() -> None:
         bench = Bench(server.url, Path(tmp), args.concurrency)
         baseline = celery_noop_per_s(bench, sizes["jobs"])
         segq = segq_jobs_per_s(bench, sizes["jobs"])
+        segq["steps_alone_cpu_ms"] = steps_alone_cpu_ms(bench, sizes["jobs"])
         if args.throughput_only:
             print_rows(throughput_rows(baseline, segq))
             return
@@ -350,6 +401,7 @@ def report(
 
 def throughput_rows(baseline: dict, segq: dict) -> list[tuple[str, str, str]]:
     ratio = segq["per_s"] / baseline["per_s"]
+    alone_ms = segq["steps_alone_cpu_ms"]
     return [
         ("(a) segq jobs/s end to end vs raw Celery no-op tasks/s",
          f"{segq['per_s']:.1f} vs {baseline['per_s']:.1f} = {ratio:.2f}",
@@ -357,6 +409,8 @@ def throughput_rows(baseline: dict, segq: dict) -> list[tuple[str, str, str]]:
         ("    worker CPU per segq job vs per no-op task (user + system)",
          f"{segq['cpu_ms']:.2f} ms vs {baseline['cpu_ms']:.2f} ms "
          f"(x{segq['cpu_ms'] / baseline['cpu_ms']:.2f})", ""),
+        ("    segq's own steps per job with no Celery (one thread): CPU; (a) at most",
+         f"{alone_ms:.2f} ms; {baseline['cpu_ms'] / alone_ms:.2f}", ""),
     ]  # fmt: skip
 
 
