@@ -11,6 +11,9 @@ import pytest
 from shared.sandbox.config import DEFAULT_FAIL_ERROR
 from tests.shared.sandbox.calls import SUBMIT_PATH, result_of, submit, wait_finished
 
+OUTAGE_S = 1.0
+"""A timed outage: long enough for a loaded machine to ask during it, short for the suite."""
+
 
 def reset_time(answer: httpx.Response) -> float:
     stamp = answer.headers["x-rate-limit-reset-at-utc"]
@@ -176,7 +179,9 @@ def test_dropped_connection_gets_no_answer_and_no_job(make_sandbox, make_client)
     sandbox = make_sandbox(drop_probability=1.0)
     client = make_client(sandbox.url)
 
-    with pytest.raises(httpx.RemoteProtocolError):
+    # The sandbox closes the socket: the client reads EOF, or a reset when the close races
+    # the request still arriving (as a real dropped connection can end either way)
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         client.post(SUBMIT_PATH, json={"prompt": "a fox"})
 
     totals = sandbox.truth()["totals"]
@@ -215,13 +220,21 @@ def test_outage_answers_503_html_until_switched_off(sandbox, client) -> None:
 
 
 def test_timed_outage_ends_by_itself(make_sandbox, make_client) -> None:
-    sandbox = make_sandbox(outage=True, outage_s=0.3)
+    started = time.monotonic()
+    sandbox = make_sandbox(outage=True, outage_s=OUTAGE_S)
     client = make_client(sandbox.url)
 
-    assert client.get("/v2/requests/x/status").status_code == 503
-    time.sleep(0.35)
+    def status_code() -> int:
+        return client.get("/v2/requests/x/status").status_code
 
-    assert client.get("/v2/requests/x/status").status_code == 404
+    # On while it lasts (a machine too loaded to ask within OUTAGE_S proves nothing here)
+    assert status_code() == 503 or time.monotonic() - started >= OUTAGE_S
+    deadline = started + OUTAGE_S + 10.0
+    while (code := status_code()) == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    # Over by itself, and not before its time
+    assert code == 404 and time.monotonic() - started >= OUTAGE_S
     assert sandbox.config.outage is False
 
 
