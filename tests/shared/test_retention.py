@@ -22,7 +22,9 @@ from shared.job_store import JobOptions, JobStore, NewJob, batch_job_id
 from shared.settings import load_settings
 from tests.support.finished_jobs import run_dispatched_jobs
 
-RETENTION_S = 2
+RETENTION_S = 5
+"""Short, so the tests wait it out, yet long enough for a loaded machine to take 139 jobs
+through every step before their records expire (2 s was not: a CI run saw 21 of 139 end)."""
 PROMPT = (
     "a lighthouse on a basalt cliff at dusk, volumetric light through sea mist, "
     "35mm film photo, line {n}"
