@@ -11,7 +11,7 @@ demo: $(VENV)/.installed  ## the whole system on this machine: Redis, sandbox, w
 test: $(VENV)/.installed  ## every test, against processes the tests start themselves
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n 4 --dist worksteal
+	$(BIN)/pytest -n 4 --dist worksteal --durations=15
 
 bench: $(VENV)/.installed  ## the benchmarks under tests/benchmarks/, each prints its ratios
 	for bench in tests/benchmarks/bench_*.py; do \
