@@ -123,6 +123,11 @@ def prompts(label: str, count: int) -> list[dict[str, str]]:
     return [{"prompt": f"{label} {uuid.uuid4().hex[:8]} plate {n}"} for n in range(count)]
 
 
+def jobs_timeout_s(jobs: int) -> float:
+    """How long N fast jobs may take to end before a phase gives up (5 jobs/s at the least)."""
+    return 60 + jobs / 5
+
+
 def wait_completed(fleet: Fleet, count: int, timeout_s: float, poll_s: float = 0.02) -> float:
     """Waits for ``count`` completed jobs (the store's fleet-wide counter); returns the time."""
     wait_until(lambda: fleet.store.state_counts().get("completed", 0) >= count,
@@ -142,7 +147,7 @@ def segq_jobs_per_s(
         wait_completed(fleet, WARM_JOBS, 60)
         start, cpu_start_s = time.perf_counter(), tree_cpu_s(pid)
         fleet.add(prompts("throughput", jobs))
-        end = wait_completed(fleet, WARM_JOBS + jobs, 60 + jobs / 5)
+        end = wait_completed(fleet, WARM_JOBS + jobs, jobs_timeout_s(jobs))
         cpu_ms = (tree_cpu_s(pid) - cpu_start_s) * 1000 / jobs
         totals = fleet.sandbox.truth(with_requests=False)["totals"]
     return {"per_s": jobs / (end - start), "submits": totals["submits"] - WARM_JOBS,
@@ -153,8 +158,9 @@ def steps_alone_cpu_ms(bench: Bench, jobs: int) -> float:
     """segq's own CPU per job with no Celery: ``run_steps_alone`` in a child process."""
     with bench.fleet(FAST_UPSTREAM, worker_options=None) as fleet:
         fleet.add(prompts("alone", jobs))
-        child = subprocess.run([*SELF, "--steps-alone", str(jobs)], env=fleet.env(), cwd=REPO,
-                               capture_output=True, text=True, timeout=60 + jobs / 5)  # fmt: skip
+        command = [*SELF, "--steps-alone", str(jobs)]
+        child = subprocess.run(command, env=fleet.env(), cwd=REPO, capture_output=True,
+                               text=True, timeout=jobs_timeout_s(jobs))  # fmt: skip
         if child.returncode:
             raise RuntimeError(f"steps alone failed:\n{child.stderr[-3000:]}")
         completed = fleet.store.state_counts().get("completed", 0)
@@ -172,7 +178,7 @@ def run_steps_alone(jobs: int) -> None:
 
     rt = runtime()
     ended, cpu_start_s = 0, time.process_time()
-    deadline = time.monotonic() + 60 + jobs / 5
+    deadline = time.monotonic() + jobs_timeout_s(jobs)
     while ended < jobs and time.monotonic() < deadline:
         plan = rt.queue.dispatch(MAX_ITEMS_PER_STEP)
         for job_id in plan.submits:
