@@ -105,8 +105,8 @@ def test_pause_shows_in_status_cancel_ends_queued_work_and_resume_runs_the_rest(
     path.write_text("".join(f"a quiet lake {n}\n" for n in range(5)))
     batch_id = segq(fleet, "batch", str(path)).stdout.strip()
     job_id = segq(fleet, "submit", "--prompt", "a lone pine", "--set", "steps=6").stdout.strip()
-    status = segq(fleet, "status", batch_id)
-    assert "paused by hand" in status.stdout and "card expired" in status.stdout
+    status = " ".join(segq(fleet, "status", batch_id).stdout.split())  # as wrapped at 80 columns
+    assert "paused by hand" in status and "card expired" in status
     # When the batch is cancelled and the fleet resumed
     assert "5 of 5 jobs cancelled" in segq(fleet, "cancel", batch_id).stderr
     segq(fleet, "resume")

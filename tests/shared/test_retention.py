@@ -37,6 +37,10 @@ RATE_WINDOW_MAX_TTL_S = 120
 """The rate limiter's log of calls accepted in the last minute (``segq:rate:*:ok``) names
 calls, and expires two minutes after the last one whatever the job retention."""
 EXPIRY_WAIT_S = 15.0
+MEMORY_NOISE_BYTES = 8_192
+"""How far a settled reading may stray from the baseline with nothing left behind (a loaded
+machine once showed 5.7 KB: Redis shrinks its tables a cron step at a time). Keys and index
+entries that name a job or batch are checked exactly by ``naming``; this catches the rest."""
 
 
 @pytest.fixture
@@ -215,7 +219,8 @@ def test_retention_removes_every_key_and_index_entry_and_memory_returns_to_basel
     with_jobs, after = expire_every_path(queue, "")
     # Then memory is back to the baseline, within a sliver of what the jobs took
     assert with_jobs - baseline > 100_000
-    assert abs(after - baseline) < 4_096, f"{after - baseline} bytes above the baseline"
+    drift = f"{after - baseline} bytes above the baseline"
+    assert abs(after - baseline) < MEMORY_NOISE_BYTES, drift
 
 
 def test_a_record_that_expires_in_flight_leaves_no_index_entry_behind(make_queue):
