@@ -19,15 +19,18 @@ from shared.job_model import Job
 def status(target_id: str, as_json: bool) -> None:
     """Show a job or a batch. --json prints the job object, or for a batch
     {"batch_id", "counts", ..., "jobs": [job objects]}."""
+    # Lines are not wrapped at the console's width (80 when piped), so `segq status ID | grep`
+    # finds a phrase whole; tables still fit the width
+    console = Console(highlight=False, soft_wrap=True)
     with open_producer() as producer:
         target = find(producer, target_id)
         if isinstance(target, Job):
             if as_json:
                 print_json(target.to_json())
             else:
-                Console(highlight=False).print(job_view(target))
+                console.print(job_view(target))
             return
         if not as_json:
-            print_batch(Console(highlight=False), producer, target)
+            print_batch(console, producer, target)
             return
         write_batch_status_json(producer, target, sys.stdout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,8 +106,8 @@ def test_pause_shows_in_status_cancel_ends_queued_work_and_resume_runs_the_rest(
     path.write_text("".join(f"a quiet lake {n}\n" for n in range(5)))
     batch_id = segq(fleet, "batch", str(path)).stdout.strip()
     job_id = segq(fleet, "submit", "--prompt", "a lone pine", "--set", "steps=6").stdout.strip()
-    status = " ".join(segq(fleet, "status", batch_id).stdout.split())  # as wrapped at 80 columns
-    assert "paused by hand" in status and "card expired" in status
+    status = segq(fleet, "status", batch_id).stdout  # piped: one line, not wrapped at 80
+    assert re.search(r"\n(fleet paused by hand since .+: card expired; segq resume .+)\n", status)
     # When the batch is cancelled and the fleet resumed
     assert "5 of 5 jobs cancelled" in segq(fleet, "cancel", batch_id).stderr
     segq(fleet, "resume")
