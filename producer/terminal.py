@@ -73,6 +73,13 @@ def people() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def report_console() -> Console:
+    """Stdout for a command whose output is the report itself (status, the demo's summary).
+    Lines are not wrapped at the console's width (80 when piped), so `segq status ID | grep`
+    finds a phrase whole; tables still fit the width."""
+    return Console(highlight=False, soft_wrap=True)
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False))
 

@@ -25,7 +25,7 @@ from producer.batch_watch import BatchTarget, WaitOutcome, watch
 from producer.demo_stack import DemoStack
 from producer.output_download import OutputDownloader, keyless_fetch
 from producer.progress_view import ProgressView, describe, images
-from producer.terminal import people
+from producer.terminal import people, report_console
 from shared.settings import Settings, get_settings
 
 DEFAULT_OUTPUT = Path("segq-demo-output")
@@ -106,7 +106,7 @@ def demo(output_dir: Path, time_scale: float, force_sandbox: bool) -> None:
     except KeyboardInterrupt:
         console.print("Interrupted. Everything the demo started is stopped.")
         click.get_current_context().exit(INTERRUPTED_STATUS)
-    print_summary(Console(highlight=False, soft_wrap=True), run, output_dir)
+    print_summary(report_console(), run, output_dir)
     click.get_current_context().exit(run.outcome.exit_status)
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.console import Console
 
 from producer.status_view import job_view, print_batch, write_batch_status_json
-from producer.terminal import find, json_option, open_producer, print_json
+from producer.terminal import find, json_option, open_producer, print_json, report_console
 from shared.job_model import Job
 
 
@@ -19,9 +18,7 @@ from shared.job_model import Job
 def status(target_id: str, as_json: bool) -> None:
     """Show a job or a batch. --json prints the job object, or for a batch
     {"batch_id", "counts", ..., "jobs": [job objects]}."""
-    # Lines are not wrapped at the console's width (80 when piped), so `segq status ID | grep`
-    # finds a phrase whole; tables still fit the width
-    console = Console(highlight=False, soft_wrap=True)
+    console = report_console()
     with open_producer() as producer:
         target = find(producer, target_id)
         if isinstance(target, Job):
