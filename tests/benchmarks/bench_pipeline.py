@@ -16,7 +16,9 @@ one real `segq worker` process (threads pool, ``--concurrency``) per phase, stop
    Then segq's own steps with no Celery at all: a child process runs the dispatcher's step and
    the submit and poll steps of the same N jobs in one thread, calling the task functions'
    bodies directly; its CPU per job against the no-op task's is the most (a) could reach in
-   any task layout that keeps those steps (were Celery's cost per job zero).
+   any task layout that keeps those steps (were Celery's cost per job zero). With the
+   tasks a job took (a submit, and a poll per status call the sandbox counted), it also prints
+   the most (a) could reach in this layout if each task cost the worker what a no-op does.
 2. polls and delay: jobs with realistic inference times (the sandbox's default 2.5 s lognormal)
    arriving at a steady rate. Status polls per completed job from the sandbox's own counters,
    against what the official SDK's loop (a poll at once, then one a second) needs on the same
@@ -145,13 +147,14 @@ def segq_jobs_per_s(
         pid = fleet.workers[0].popen.pid
         fleet.add(prompts("warm", WARM_JOBS))
         wait_completed(fleet, WARM_JOBS, 60)
+        polls_before = fleet.sandbox.truth(with_requests=False)["totals"]["status_polls"]
         start, cpu_start_s = time.perf_counter(), tree_cpu_s(pid)
         fleet.add(prompts("throughput", jobs))
         end = wait_completed(fleet, WARM_JOBS + jobs, jobs_timeout_s(jobs))
         cpu_ms = (tree_cpu_s(pid) - cpu_start_s) * 1000 / jobs
-        totals = fleet.sandbox.truth(with_requests=False)["totals"]
-    return {"per_s": jobs / (end - start), "submits": totals["submits"] - WARM_JOBS,
-            "status_polls": totals["status_polls"], "cpu_ms": cpu_ms}  # fmt: skip
+        polls = fleet.sandbox.truth(with_requests=False)["totals"]["status_polls"] - polls_before
+    return {"per_s": jobs / (end - start), "cpu_ms": cpu_ms,
+            "tasks_per_job": 1 + polls / jobs}  # fmt: skip
 
 
 def steps_alone_cpu_ms(bench: Bench, jobs: int) -> float:
@@ -407,7 +410,7 @@ def report(
 
 def throughput_rows(baseline: dict, segq: dict) -> list[tuple[str, str, str]]:
     ratio = segq["per_s"] / baseline["per_s"]
-    alone_ms = segq["steps_alone_cpu_ms"]
+    alone_ms, tasks = segq["steps_alone_cpu_ms"], segq["tasks_per_job"]
     return [
         ("(a) segq jobs/s end to end vs raw Celery no-op tasks/s",
          f"{segq['per_s']:.1f} vs {baseline['per_s']:.1f} = {ratio:.2f}",
@@ -417,6 +420,8 @@ def throughput_rows(baseline: dict, segq: dict) -> list[tuple[str, str, str]]:
          f"(x{segq['cpu_ms'] / baseline['cpu_ms']:.2f})", ""),
         ("    segq's own steps per job with no Celery (one thread): CPU; (a) at most",
          f"{alone_ms:.2f} ms; {baseline['cpu_ms'] / alone_ms:.2f}", ""),
+        ("    Celery tasks per job; (a) at most if each cost what a no-op task does",
+         f"{tasks:.2f}; {baseline['cpu_ms'] / (alone_ms + tasks * baseline['cpu_ms']):.2f}", ""),
     ]  # fmt: skip
 
 
