@@ -57,7 +57,7 @@ def bare_httpx(url: str) -> tuple[Call, Call, Callable[[], None]]:
     http = httpx.Client(base_url=url, headers={"x-api-key": API_KEY}, timeout=10)
 
     def get(path: str) -> object:
-        return http.get(path).json()
+        return http.get(path).raise_for_status().json()
 
     return (*by_path(get), http.close)
 
