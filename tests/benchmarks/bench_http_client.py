@@ -38,6 +38,9 @@ from tests.benchmarks.support import command_line
 API_KEY = "bench-http-client-key"
 CALLS_PER_JOB = 3
 """submit, status, result."""
+KINDS = ("status", "result")
+OURS = "segq's SegmindClient (httpx)"
+BASELINE = "http.client GET + json.loads (baseline)"
 
 Call = Callable[[str], object]
 
@@ -79,9 +82,9 @@ def standard_library(url: str) -> tuple[Call, Call, Callable[[], None]]:
 
 
 WAYS = {
-    "segq's SegmindClient (httpx)": segq_client,
+    OURS: segq_client,
     "bare httpx.Client GET + .json()": bare_httpx,
-    "http.client GET + json.loads (baseline)": standard_library,
+    BASELINE: standard_library,
 }
 
 
@@ -98,15 +101,15 @@ def benchmark(calls: int, rounds: int) -> None:
     sandbox_argv = [*pinned(0), sys.executable, "-m", "producer", *SANDBOX_ARGS]
     if pinned(1):
         os.sched_setaffinity(0, {1})
-    samples: dict[str, dict[str, list[float]]] = {way: {"status": [], "result": []} for way in WAYS}
+    samples: dict[str, dict[str, list[float]]] = {way: {k: [] for k in KINDS} for way in WAYS}
     with server_process(sandbox_argv) as url:
         request_ids = completed_jobs(url)
         for _ in range(rounds):
             for way, make in WAYS.items():
-                status, result, close = make(url)
+                *kind_calls, close = make(url)
                 try:
-                    samples[way]["status"].append(cpu_ms_per_call(status, request_ids, calls))
-                    samples[way]["result"].append(cpu_ms_per_call(result, request_ids, calls))
+                    for kind, call in zip(KINDS, kind_calls, strict=True):
+                        samples[way][kind].append(cpu_ms_per_call(call, request_ids, calls))
                 finally:
                     close()
     report(samples, calls, rounds, sandbox_argv)
@@ -116,16 +119,16 @@ def report(samples: dict[str, dict[str, list[float]]], calls: int, rounds: int,
            sandbox_argv: list[str]) -> None:  # fmt: skip
     median = {way: {kind: statistics.median(v) for kind, v in by_kind.items()}
               for way, by_kind in samples.items()}  # fmt: skip
-    baseline = median["http.client GET + json.loads (baseline)"]
+    baseline = median[BASELINE]
     print("command:", command_line())
     print(f"sandbox: {' '.join(sandbox_argv)}; {rounds} rounds of {calls} calls of each kind")
     width = max(map(len, WAYS))
     print(f"{'CPU ms per call (median of rounds)':<{width}}  status           result")
     for way, figures in median.items():
         cells = [f"{figures[kind]:.3f} (x{figures[kind] / baseline[kind]:.2f})"
-                 for kind in ("status", "result")]  # fmt: skip
+                 for kind in KINDS]  # fmt: skip
         print(f"{way:<{width}}  {cells[0]:<15}  {cells[1]}")
-    ours = median["segq's SegmindClient (httpx)"]
+    ours = median[OURS]
     per_job = ours["status"] * (CALLS_PER_JOB - 1) + ours["result"]
     saved = per_job - (baseline["status"] * (CALLS_PER_JOB - 1) + baseline["result"])
     print(f"a job's {CALLS_PER_JOB} calls through segq's client (a submit costed as a status "
