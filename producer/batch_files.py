@@ -173,7 +173,11 @@ def json_line(number: int, text: str) -> Entry:
 
 def csv_entries(lines: Iterator[PhysicalLine]) -> Iterator[Entry]:
     """Rows after the header as parameters (empty cells left out); a row that spans lines (a
-    quoted line break) is numbered by its first line."""
+    quoted line break) is numbered by its first line.
+
+    The reader is strict: left lenient, a stray quote (``"a cat,4``) opens a cell that swallows
+    every following line up to the next quote or the end of the file, and thousands of jobs
+    would silently become one prompt. Strict, that record is one problem naming its lines."""
     bad_lines: dict[int, str] = {}
 
     def texts() -> Iterator[str]:
@@ -182,7 +186,7 @@ def csv_entries(lines: Iterator[PhysicalLine]) -> Iterator[Entry]:
                 bad_lines[line.number] = line.problem
             yield line.text
 
-    reader = csv.reader(texts())
+    reader = csv.reader(texts(), strict=True)
     header: list[str] | None = None
     while True:
         start = reader.line_num + 1
@@ -191,7 +195,7 @@ def csv_entries(lines: Iterator[PhysicalLine]) -> Iterator[Entry]:
         except StopIteration:
             return
         except csv.Error as exc:
-            row, bad_lines[start] = None, f"not valid CSV: {exc}"
+            row, bad_lines[start] = None, csv_problem(exc, start, reader.line_num)
         problems = [bad_lines.pop(n) for n in range(start, reader.line_num + 1) if n in bad_lines]
         if problems or row is None:
             yield LineProblem(start, problems[0])
@@ -199,6 +203,13 @@ def csv_entries(lines: Iterator[PhysicalLine]) -> Iterator[Entry]:
             header = csv_header(row, start) if any(cell.strip() for cell in row) else None
         elif any(cell.strip() for cell in row):
             yield csv_row(header, row, start)
+
+
+def csv_problem(exc: csv.Error, start: int, end: int) -> str:
+    if end <= start:
+        return f"not valid CSV: {exc}"
+    return (f"not valid CSV: {exc}, in a record that runs from here to line {end} (is a quote "
+            "left open?); none of those lines was read as a job")  # fmt: skip
 
 
 def csv_header(row: list[str], number: int) -> list[str]:

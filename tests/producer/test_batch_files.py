@@ -96,6 +96,26 @@ def test_a_csv_row_with_a_bad_byte_is_one_problem(tmp_path):
     assert entries[1] == BatchLine(3, {"prompt": "ok", "steps": "4"})
 
 
+def test_a_stray_quote_in_a_csv_is_one_problem_naming_the_lines_it_swallowed(tmp_path):
+    content = 'prompt,steps\ncat,4\n"open,5\ndog,6\n"bird",7\nfish,8\n"to the end,9\nlast,1\n'
+    entries = read(write(tmp_path, "p.csv", content))
+    assert entries[0] == BatchLine(2, {"prompt": "cat", "steps": "4"})
+    assert str(entries[1]) == (
+        "line 3: not valid CSV: ',' expected after '\"', in a record that runs from here to "
+        "line 5 (is a quote left open?); none of those lines was read as a job"
+    )
+    assert entries[2] == BatchLine(6, {"prompt": "fish", "steps": "8"})
+    assert str(entries[3]).startswith("line 7: not valid CSV: unexpected end of data, in a "
+                                      "record that runs from here to line 8")  # fmt: skip
+    assert len(entries) == 4
+
+
+def test_a_quote_in_the_middle_of_a_csv_cell_is_a_problem_not_a_guess(tmp_path):
+    entries = read(write(tmp_path, "p.csv", 'prompt\n"a cat" in a hat\nsay "hi"\n'))
+    assert str(entries[0]) == "line 2: not valid CSV: ',' expected after '\"'"
+    assert entries[1] == BatchLine(3, {"prompt": 'say "hi"'})
+
+
 def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
     path = write(tmp_path, "big.txt", "a\n" * 100)
     with pytest.raises(InputError, match="SEGQ_MAX_FILE_BYTES"):
