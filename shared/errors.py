@@ -17,6 +17,7 @@ never on status codes or message text::
         ├── AccountError          401, 403, 406 credits or spend limit: pause the fleet, keep jobs
         └── JobRejected           the job itself is wrong: fail it, keep the upstream's detail
             ├── InferenceFailed   422 / status FAILED: the model ran and failed
+            ├── UnusableOutput    COMPLETED, but no output is a URL or an image segq can keep
             └── RequestExpired    404 while polling: the request id is unknown or expired
 
 ``UpstreamError.kind`` is the name recorded in a failed job's ``error.kind``; the two kinds that
@@ -121,24 +122,38 @@ class AccountError(UpstreamError):
 
 
 class JobRejected(UpstreamError):
-    """The upstream refused this job's request (400, 404 model, 405, 406 parameter, 410)."""
+    """The upstream refused this job's request (400, 404 model, 405, 406 parameter, 410).
+
+    ``metrics`` keeps what the answer reported of a run that did happen, or ``{}``.
+    """
 
     kind = "rejected"
 
+    def __init__(
+        self, detail: str, http_status: int | None = None, metrics: dict | None = None
+    ) -> None:
+        super().__init__(detail, http_status)
+        self.metrics = metrics or {}
+
 
 class InferenceFailed(JobRejected):
-    """The model ran and the request ended FAILED (422 on v2); not billed.
-
-    ``metrics`` keeps what the FAILED body reported (often ``inference_time``), or ``{}``.
-    """
+    """The model ran and the request ended FAILED (422 on v2); not billed. ``metrics`` often
+    holds ``inference_time``."""
 
     kind = "inference_failed"
 
     def __init__(
         self, detail: str, http_status: int | None = 422, metrics: dict | None = None
     ) -> None:
-        super().__init__(detail, http_status)
-        self.metrics = metrics or {}
+        super().__init__(detail, http_status, metrics)
+
+
+class UnusableOutput(JobRejected):
+    """The request ended COMPLETED (and was billed), but its ``output`` held no URL and no
+    image segq can keep. Completing the job with no outputs would lose that without a word:
+    it fails, and ``detail`` shows the output as it came, for a person to judge."""
+
+    kind = "unusable_output"
 
 
 class RequestExpired(JobRejected):

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal, TypeGuard, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,7 @@ from shared.errors import (
     RateLimited,
     RequestExpired,
     TransientError,
+    UnusableOutput,
     UpstreamError,
 )
 from shared.upstream_timing import retry_after_s
@@ -49,6 +50,9 @@ MAX_HTML_DETAIL_CHARS = 200
 """An HTML error page is reduced to its title or first words, not kept whole."""
 
 MAX_REQUEST_ID_CHARS = 256
+
+MAX_OUTPUT_DEPTH = 3
+"""How deep ``split_output`` looks into lists and objects for output strings."""
 
 _ACCOUNT_406 = re.compile(
     r"credit|balance|spend(?:ing)?[\s_-]*limit|insufficient[\s_-]+funds|billing|quota",
@@ -93,7 +97,8 @@ class ResultAnswer(BaseModel):
     """A COMPLETED request's outputs, told apart: media URLs, and base64 images (standard
     alphabet, padded, no ``data:`` prefix: ``base64.b64decode`` reads them as they are).
 
-    ``unrecognized_outputs`` counts output items that were neither (so none vanish silently).
+    ``unrecognized_outputs`` counts output items that were neither, kept beside at least one
+    that was (with none, the answer is ``UnusableOutput``).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -129,16 +134,22 @@ def parse_status(reply: Reply) -> StatusAnswer:
 
 
 def parse_result(reply: Reply) -> ResultAnswer:
-    """The answer to ``GET /v2/requests/{id}``; a result not COMPLETED yet is transient."""
+    """The answer to ``GET /v2/requests/{id}``; a result not COMPLETED yet is transient, one
+    with nothing to keep is ``UnusableOutput``."""
     body = answer_body(reply, "result")
     if _status_of(body) != "COMPLETED":
         raise TransientError(f"result not ready: status {_shown(body)}", reply.http_status)
+    metrics = read_metrics(body.get("metrics"))
     urls, images, unrecognized = split_output(body.get("output"))
+    if not urls and not images:
+        shown = _compact_json(body.get("output"))
+        detail = f"COMPLETED, but no output is a URL or an image segq can keep: output={shown}"
+        raise UnusableOutput(_cut(detail, MAX_DETAIL_CHARS), reply.http_status, metrics)
     return ResultAnswer(
         output_urls=urls,
         output_base64=images,
         unrecognized_outputs=unrecognized,
-        metrics=read_metrics(body.get("metrics")),
+        metrics=metrics,
         cost=_finite(body.get("cost")),
         remaining_credits=_finite(body.get("remaining_credits")),
     )
@@ -220,18 +231,39 @@ def read_metrics(value: object) -> dict[str, float]:
 
 
 def split_output(value: object) -> tuple[list[str], list[str], int]:
-    """``output`` (a string, a list, or missing) as (URLs, base64 images, unrecognized items)."""
-    items = value if isinstance(value, list) else [] if value is None else [value]
+    """``output`` as (URLs, base64 images, unrecognized items).
+
+    The protocol knows a string or a list of them; other models of the same API answer with
+    objects too (``{"image": URL}``), so the strings inside lists and objects are read as
+    well, ``MAX_OUTPUT_DEPTH`` deep. A URL with spaces in its path is taken with them
+    percent-encoded, as a browser would."""
     urls: list[str] = []
     images: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            continue
-        if is_http_url(item.strip()):
-            urls.append(item.strip())
-        elif (image := base64_image(item)) is not None:
+    unrecognized = 0
+    for item in _output_items(value, MAX_OUTPUT_DEPTH):
+        text = item.strip() if isinstance(item, str) else ""
+        if is_http_url(url := _spaces_encoded(text)):
+            urls.append(url)
+        elif text and (image := base64_image(text)) is not None:
             images.append(image)
-    return urls, images, len(items) - len(urls) - len(images)
+        else:
+            unrecognized += 1
+    return urls, images, unrecognized
+
+
+def _output_items(value: object, depth: int) -> list[object]:
+    if value is None:
+        return []
+    if depth > 0 and isinstance(value, list | dict):
+        inner = value.values() if isinstance(value, dict) else value
+        return [item for part in inner for item in _output_items(part, depth - 1)]
+    return [value]
+
+
+def _spaces_encoded(text: str) -> str:
+    if " " not in text or not text.lower().startswith(("http://", "https://")):
+        return text
+    return quote(text, safe=":/?#[]@!$&'()*+,;=%~")
 
 
 def is_http_url(text: str) -> bool:

@@ -133,8 +133,7 @@ def poll_job(rt: Runtime, job_id: str, token: str) -> None:
         rt.queue.pause_fleet(f"{exc.http_status}: {exc.detail}")
         rt.queue.defer(job_id, rt.settings.account_pause_seconds)
     except JobRejected as exc:
-        metrics = getattr(exc, "metrics", None)
-        _fail(rt, job_id, JobFailure.from_error(exc), metrics)
+        _fail(rt, job_id, JobFailure.from_error(exc), exc.metrics)
     except TransientError as exc:
         _retry(rt, job_id, ticket.attempts, exc, rt.settings.poll_max_interval_s)
 

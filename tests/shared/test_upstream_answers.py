@@ -14,6 +14,7 @@ from shared.errors import (
     InferenceFailed,
     JobRejected,
     TransientError,
+    UnusableOutput,
     UpstreamError,
 )
 from shared.upstream_answers import (
@@ -126,25 +127,47 @@ def test_result_answer_tells_base64_images_from_urls(item):
 
 
 @pytest.mark.parametrize(
-    ("output", "unrecognized"),
+    "output",
     [
-        (None, 0),
-        ([], 0),
-        (42, 1),
-        ({"url": URL}, 1),
-        ([URL, 7, None, ["nested"]], 3),
-        ("None", 1),
-        ("not a url or image", 1),
-        ("ftp://files.example/x.png", 1),
-        ("data:image/svg+xml,<svg/>", 1),
-        (base64.b64encode(b"plain text, not an image").decode(), 1),
+        None,
+        [],
+        42,
+        {"note": "done"},
+        [7, None, ["nested"]],
+        "None",
+        "not a url or image",
+        "ftp://files.example/x.png",
+        "data:image/svg+xml,<svg/>",
+        base64.b64encode(b"plain text, not an image").decode(),
     ],
 )
-def test_result_output_of_the_wrong_shape_is_counted_not_fatal(output, unrecognized):
+def test_a_completed_result_with_nothing_to_keep_fails_showing_its_output(output):
+    body = {"status": "COMPLETED", "output": output, "metrics": {"inference_time": 1.5}}
+    error = raised("result", reply(200, body))
+    assert type(error) is UnusableOutput and error.kind == "unusable_output"
+    assert error.detail.endswith(f"output={json.dumps(output, separators=(',', ':'))}")
+    assert error.metrics == {"inference_time": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("output", "unrecognized"),
+    [
+        ([URL, 7, None, ["nested"]], 2),
+        ({"image": URL, "seed": 42}, 1),
+        ([{"url": URL}], 0),
+        ([[URL]], 0),
+    ],
+)
+def test_urls_inside_lists_and_objects_are_kept_and_the_rest_counted(output, unrecognized):
     answer = parse_result(reply(200, {"status": "COMPLETED", "output": output}))
+    assert answer.output_urls == [URL]
     assert answer.unrecognized_outputs == unrecognized
-    assert answer.output_urls == ([URL] if isinstance(output, list) and URL in output else [])
-    assert answer.output_base64 == []
+
+
+def test_a_url_with_spaces_in_its_path_is_kept_percent_encoded():
+    output = "https://cdn.segmind.com/out/my image%2B1.jpeg"
+    answer = parse_result(reply(200, {"status": "COMPLETED", "output": output}))
+    assert answer.output_urls == ["https://cdn.segmind.com/out/my%20image%2B1.jpeg"]
 
 
 @pytest.mark.parametrize(
@@ -157,7 +180,8 @@ def test_metrics_of_the_wrong_type_are_dropped(metrics):
 
 
 def test_metrics_that_are_not_finite_are_dropped():
-    raw = b'{"status": "COMPLETED", "metrics": {"a": NaN, "b": Infinity, "c": 1e999, "d": 2}}'
+    raw = (b'{"status": "COMPLETED", "output": "https://x.example/o.png",'
+           b' "metrics": {"a": NaN, "b": Infinity, "c": 1e999, "d": 2}}')  # fmt: skip
     assert parse_result(reply(200, raw=raw)).metrics == {"d": 2.0}
 
 
@@ -300,12 +324,21 @@ KNOWN_URLS = (URL, "http://127.0.0.1:9/o.webp")
     items=st.lists(
         st.sampled_from(KNOWN_URLS)
         | st.builds(lambda b: base64.b64encode(PNG + b).decode(), st.binary(max_size=30))
-        | json_values.filter(lambda v: not isinstance(v, str) or "://" not in v),
+        | (st.booleans() | st.integers() | st.text(max_size=30)).filter(
+            lambda v: not isinstance(v, str) or "://" not in v
+        ),
         max_size=8,
     )
 )
 def test_every_output_item_is_a_url_an_image_or_counted(items):
+    urls = [item for item in items if item in KNOWN_URLS]
+    images = [item for item in items if isinstance(item, str) and item.startswith("iVBOR")]
+    if not urls and not images:
+        assert type(raised("result", reply(200, {"status": "COMPLETED", "output": items}))) is (
+            UnusableOutput
+        )
+        return
     answer = parse_result(reply(200, {"status": "COMPLETED", "output": items}))
-    assert answer.output_urls == [item for item in items if item in KNOWN_URLS]
+    assert answer.output_urls == urls
     total = len(answer.output_urls) + len(answer.output_base64) + answer.unrecognized_outputs
     assert total == len(items)
