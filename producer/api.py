@@ -21,6 +21,7 @@ from producer.enqueueing import (
     BatchReceipt,
     RequestLike,
     completed_or_raise,
+    created_single,
     job_options,
     single_job,
 )
@@ -66,8 +67,8 @@ class Producer:
         enqueue returns it (``handle.created`` is False) and spends nothing."""
         new_job = single_job(request, idempotency_key)
         options = job_options(priority, callback, webhook_url)
-        [created] = self.store.add_jobs([new_job], batch_id=None, options=options)
-        return JobHandle(new_job.job_id, self, created=created)
+        [outcome] = self.store.add_jobs([new_job], batch_id=None, options=options)
+        return JobHandle(new_job.job_id, self, created=created_single(new_job, outcome))
 
     def enqueue_many(
         self,
@@ -88,7 +89,7 @@ class Producer:
                          self.settings.max_batch_lines)  # fmt: skip
         self.store.open_batch(plan.batch_id, defaults=plan.defaults, options=plan.options,
                               source=source)  # fmt: skip
-        plan.check_stored_defaults(self.store.get_batch(plan.batch_id).defaults)
+        plan.check_stored(self.store.get_batch(plan.batch_id))
         for item in requests:
             if chunk := plan.take(item):
                 plan.count(self.store.add_jobs(chunk, batch_id=plan.batch_id, options=plan.options))

@@ -21,6 +21,7 @@ from producer.enqueueing import (
     BatchReceipt,
     RequestLike,
     completed_or_raise,
+    created_single,
     job_options,
     single_job,
 )
@@ -64,8 +65,8 @@ class AsyncProducer:
         """As ``Producer.enqueue``."""
         new_job = single_job(request, idempotency_key)
         options = job_options(priority, callback, webhook_url)
-        [created] = await self.store.add_jobs([new_job], batch_id=None, options=options)
-        return AsyncJobHandle(new_job.job_id, self, created=created)
+        [outcome] = await self.store.add_jobs([new_job], batch_id=None, options=options)
+        return AsyncJobHandle(new_job.job_id, self, created=created_single(new_job, outcome))
 
     async def enqueue_many(
         self,
@@ -83,7 +84,7 @@ class AsyncProducer:
                          self.settings.max_batch_lines)  # fmt: skip
         await self.store.open_batch(plan.batch_id, defaults=plan.defaults, options=plan.options,
                                     source=source)  # fmt: skip
-        plan.check_stored_defaults((await self.store.get_batch(plan.batch_id)).defaults)
+        plan.check_stored(await self.store.get_batch(plan.batch_id))
         async for item in _each(requests):
             if chunk := plan.take(item):
                 await self._add(plan, chunk)

@@ -20,6 +20,7 @@ import codecs
 import csv
 import hashlib
 import json
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,10 +86,17 @@ class BatchFile:
                              "(SEGQ_MAX_FILE_BYTES)")  # fmt: skip
 
     def _size(self) -> int:
+        """The file's size; a pipe (``/dev/stdin``, ``<(...)``) is refused: the second pass
+        would find it empty and enqueue nothing."""
         try:
-            return self.path.stat().st_size
+            status = self.path.stat()
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read it ({exc.strerror})") from None
+        if not stat.S_ISREG(status.st_mode):
+            raise InputError(f"{self.path}: not a regular file (a pipe?); segq batch reads a "
+                             "file twice, checking every line before it enqueues any: save "
+                             "the lines to a file first")  # fmt: skip
+        return status.st_size
 
     def entries(self) -> Iterator[Entry]:
         """Each line that makes a job (``BatchLine``, parameters not yet validated) or a

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from shared.errors import InputError, JobNotCompleted, WaitTimeout
 from shared.job_model import Job, JobState
-from shared.job_store import JobOptions, NewJob, batch_job_id
+from shared.job_store import Added, BatchSummary, JobOptions, NewJob, batch_job_id
 from shared.request_model import GenerationRequest, parameter_names
 
 ENQUEUE_CHUNK = 1000
@@ -47,12 +47,14 @@ class BatchLine:
 
 @dataclass(frozen=True)
 class BatchReceipt:
-    """What enqueueing a batch did: ``created`` new jobs, ``existing`` already there."""
+    """What enqueueing a batch did: ``created`` new jobs, ``existing`` already there, of which
+    ``differing`` hold other parameters than this run's line and were left as they were."""
 
     batch_id: str
     lines: int
     created: int
     existing: int
+    differing: int = 0
 
     def job_ids(self) -> Iterator[str]:
         """Ids of the batch's lines 1..``lines`` when they were numbered by position."""
@@ -227,15 +229,25 @@ class BatchPlan:
         self.max_lines = max_lines
         self.lines = 0
         self.created = 0
+        self.differing = 0
         self._chunk: list[NewJob] = []
 
-    def check_stored_defaults(self, stored: Mapping[str, Any]) -> None:
-        """A re-run must use the defaults the batch was created with: its jobs store only what
-        differs from them."""
-        if dict(stored) != self.defaults:
+    def check_stored(self, stored: BatchSummary) -> None:
+        """A re-run must use the defaults and options the batch was created with: its jobs
+        store only what differs from its defaults, and its callback and webhook are the
+        batch's, so different ones would be ignored without a word."""
+        if dict(stored.defaults) != self.defaults:
             raise InputError(
-                f"batch {self.batch_id} was created with defaults {stored}, not {self.defaults}: "
-                "re-run with the same --set values, or give another batch id"
+                f"batch {self.batch_id} was created with defaults {stored.defaults}, not "
+                f"{self.defaults}: re-run with the same --set values, or give another batch id"
+            )
+        had = (stored.priority, stored.callback_task, stored.webhook_url)
+        wanted = (self.options.priority, self.options.callback_task, self.options.webhook_url)
+        if had != wanted:
+            raise InputError(
+                f"batch {self.batch_id} was created with priority {had[0]}, callback {had[1]}, "
+                f"webhook {had[2]}; not priority {wanted[0]}, callback {wanted[1]}, webhook "
+                f"{wanted[2]}: re-run with the same options, or give another batch id"
             )
 
     def new_job(self, item: BatchLine | RequestLike) -> NewJob:
@@ -265,17 +277,31 @@ class BatchPlan:
         rest, self._chunk = self._chunk, []
         return rest
 
-    def count(self, created: list[bool]) -> None:
-        self.created += sum(created)
+    def count(self, outcomes: list[Added]) -> None:
+        self.created += outcomes.count(Added.CREATED)
+        self.differing += outcomes.count(Added.DIFFERS)
 
     def receipt(self) -> BatchReceipt:
-        return BatchReceipt(self.batch_id, self.lines, self.created, self.lines - self.created)
+        existing = self.lines - self.created
+        return BatchReceipt(self.batch_id, self.lines, self.created, existing, self.differing)
 
 
 def single_job(request: RequestLike, idempotency_key: str | None) -> NewJob:
     """A job of no batch: its id (from the key, if any) and its validated parameters."""
     valid = validate_request(request, {})
     return NewJob(job_id_for(idempotency_key), stored_params(valid, {}))
+
+
+def created_single(job: NewJob, outcome: Added) -> bool:
+    """Whether ``enqueue`` created its job; a key that names a job of other parameters is
+    refused, as payment APIs refuse a reused idempotency key: returning the old job would
+    answer a different request."""
+    if outcome is Added.DIFFERS:
+        raise InputError(
+            f"idempotency key: job {job.job_id} was enqueued with it and other parameters; "
+            "nothing was enqueued (use a new key for a new request)"
+        )
+    return outcome is Added.CREATED
 
 
 def completed_or_raise(job: Job, timeout_s: float) -> Job:

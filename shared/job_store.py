@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Literal
 
 import redis
@@ -42,6 +43,17 @@ class NewJob:
     job_id: str
     params: dict[str, Any]
     line: int | None = None
+
+
+class Added(IntEnum):
+    """What ``add_jobs`` did with one job (the add_jobs script's reply)."""
+
+    EXISTED = 0
+    """Already there with the same parameters: the re-run idempotency is for."""
+    CREATED = 1
+    DIFFERS = 2
+    """Already there with other parameters, left as it was: a job's id is its line (or its
+    idempotency key), so a moved or edited line cannot replace the job that holds that id."""
 
 
 @dataclass(frozen=True)
@@ -141,14 +153,14 @@ class JobStore:
 
     def add_jobs(
         self, jobs: Sequence[NewJob], *, batch_id: str | None, options: JobOptions
-    ) -> list[bool]:
-        """Creates the jobs that do not exist yet, in one round trip; True where created."""
+    ) -> list[Added]:
+        """Creates the jobs that do not exist yet, in one round trip."""
         with store_errors():
             pipe = self.redis.pipeline(transaction=False)
             for args in add_jobs_args(jobs, batch_id, options):
                 self.run_script("add_jobs", *args, client=pipe)
             replies = pipe.execute()
-        return [bool(flag) for reply in replies for flag in reply]
+        return [Added(flag) for reply in replies for flag in reply]
 
     def get_job(self, job_id: str) -> Job:
         job = self.get_jobs([job_id])[0]

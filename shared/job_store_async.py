@@ -19,6 +19,7 @@ from shared.job_codec import compact_json
 from shared.job_model import Job, JobState
 from shared.job_store import (
     EVENTS_DRAINED,
+    Added,
     BatchSummary,
     FleetState,
     JobOptions,
@@ -67,13 +68,13 @@ class AsyncJobStore:
 
     async def add_jobs(
         self, jobs: Sequence[NewJob], *, batch_id: str | None, options: JobOptions
-    ) -> list[bool]:
+    ) -> list[Added]:
         with store_errors():
             pipe = self.redis.pipeline(transaction=False)
             for args in add_jobs_args(jobs, batch_id, options):
                 await self.run_script("add_jobs", *args, client=pipe)
             replies = await pipe.execute()
-        return [bool(flag) for reply in replies for flag in reply]
+        return [Added(flag) for reply in replies for flag in reply]
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         with store_errors():

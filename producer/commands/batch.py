@@ -168,10 +168,17 @@ def refuse_or_continue(check: FileCheck, skip_invalid: bool, as_json: bool, file
 
 
 def report(receipt: BatchReceipt, check: FileCheck, as_json: bool) -> None:
+    if receipt.differing:
+        people().print(
+            f"warning: {receipt.differing:,} of the lines already there hold other parameters "
+            f"than batch {receipt.batch_id} enqueued for them; those jobs were left as they "
+            "were (a job's id is its batch id and line number: keep each line where it is, "
+            "and enqueue changed lines as a new batch)", style="yellow", markup=False,
+        )  # fmt: skip
     if as_json:
         print_json({"batch_id": receipt.batch_id, "lines": check.lines,
                     "created": receipt.created, "existing": receipt.existing,
-                    "invalid": len(check.invalid),
+                    "differing": receipt.differing, "invalid": len(check.invalid),
                     "problems": [p.to_json() for p in check.first_problems]})  # fmt: skip
         return
     skipped = f"; {len(check.invalid):,} invalid lines skipped" if check.invalid else ""

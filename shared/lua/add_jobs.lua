@@ -2,7 +2,7 @@
 -- include: job.lua
 -- Adds the jobs that do not exist yet; an existing id is left alone (that is the idempotency).
 -- A: batch_id|'', priority, callback_task|'', webhook_url|'', then (job_id, line|'', params) x n
--- Returns one 1 (created) or 0 (existed) per job.
+-- Returns per job: 1 created, 0 existed with these params, 2 existed with other params.
 local batch_id, priority = A[1], A[2]
 local lane = lane_of(batch_id ~= '' and batch_id or nil, priority)
 local created, n, max_line = {}, 0, 0
@@ -10,7 +10,7 @@ for i = 5, #A, 3 do
   local job_id, line, params = A[i], A[i + 1], A[i + 2]
   local key = K.job .. job_id
   if redis.call('EXISTS', key) == 1 then
-    created[#created + 1] = 0
+    created[#created + 1] = redis.call('HGET', key, 'params') == params and 0 or 2
   else
     local fields = {'state', 'queued', 'created_at', NOW, 'params', params}
     if batch_id ~= '' then

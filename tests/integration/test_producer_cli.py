@@ -68,6 +68,12 @@ def test_a_mixed_file_is_refused_whole_then_skip_invalid_runs_the_valid_lines_on
     again = json.loads(segq(fleet, "batch", str(path), "--skip-invalid", "--json").stdout)
     assert (first["created"], first["existing"]) == (193, 0)
     assert (again["batch_id"], again["created"], again["existing"]) == (first["batch_id"], 0, 193)
+    # And lines written to another file for that batch id, on lines its jobs hold, are told
+    # apart from a re-run: counted and warned about, the jobs left as they were
+    moved = tmp_path / "moved.txt"
+    moved.write_text("a moved line\nanother\n")
+    rerun = segq(fleet, "batch", str(moved), "--batch-id", first["batch_id"], "--json")
+    assert json.loads(rerun.stdout)["differing"] == 2 and "keep each line where" in rerun.stderr
     # And a worker runs each of them once, and status --json shows every job
     fleet.start_worker(concurrency=16)
     batch_id = first["batch_id"]

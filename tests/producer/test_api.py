@@ -73,6 +73,14 @@ def test_the_same_idempotency_key_twice_returns_the_existing_job_and_queues_noth
     assert redis_client.llen(redis_keys.bulk_lane(None)) == 1
 
 
+def test_an_idempotency_key_reused_for_other_parameters_is_refused(sync_producer):
+    first = sync_producer.enqueue({"prompt": "a fox"}, idempotency_key="order-18")
+    with pytest.raises(InputError, match=f"job {first.job_id} was enqueued with it and other"):
+        sync_producer.enqueue({"prompt": "a fox", "steps": 8}, idempotency_key="order-18")
+    assert sync_producer.get_job(first.job_id).params == {"prompt": "a fox"}
+    assert sync_producer.store.state_counts()["queued"] == 1
+
+
 def test_invalid_requests_name_every_bad_field(sync_producer):
     with pytest.raises(InputError) as refused:
         sync_producer.enqueue({"prompt": "", "steps": 0, "colour": "red"})
@@ -109,6 +117,17 @@ def test_a_streamed_batch_rerun_enqueues_only_the_missing_lines(sync_producer):
     assert [job.line for job in sync_producer.iter_batch_jobs("big")][-3:] == [2048, 2049, 2050]
 
 
+def test_a_rerun_counts_the_lines_whose_job_holds_other_parameters_and_keeps_those_jobs(
+    sync_producer,
+):
+    sync_producer.enqueue_many([{"prompt": "one"}, {"prompt": "two"}], batch_id="edit")
+    rerun = sync_producer.enqueue_many(
+        [{"prompt": "one"}, {"prompt": "TWO"}, {"prompt": "three"}], batch_id="edit"
+    )
+    assert (rerun.created, rerun.existing, rerun.differing) == (1, 2, 1)
+    assert sync_producer.get_job("edit.2").params["prompt"] == "two"
+
+
 def test_an_invalid_item_stops_the_stream_at_its_line_and_a_rerun_adds_the_rest(sync_producer):
     items = [{"prompt": f"p{n}"} for n in range(1, 1201)]
     items[1099] = {"prompt": "p1100", "steps": 500}
@@ -123,6 +142,18 @@ def test_a_rerun_with_other_defaults_is_refused(sync_producer):
     sync_producer.enqueue_many([{"prompt": "a"}], batch_id="s", defaults={"steps": 6})
     with pytest.raises(InputError, match="same --set"):
         sync_producer.enqueue_many([{"prompt": "a"}], batch_id="s", defaults={"steps": 7})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"priority": "interactive"}, {"callback": "apps.done"},
+     {"webhook_url": "http://127.0.0.1:9/hook"}],
+)  # fmt: skip
+def test_a_rerun_with_other_options_is_refused_since_they_would_be_ignored(sync_producer, options):
+    sync_producer.enqueue_many([{"prompt": "a"}], batch_id="o")
+    with pytest.raises(InputError, match="same options"):
+        sync_producer.enqueue_many([{"prompt": "a"}, {"prompt": "b"}], batch_id="o", **options)
+    assert sync_producer.get_batch("o").total == 1
 
 
 def test_batch_lines_keep_their_own_numbers(sync_producer):

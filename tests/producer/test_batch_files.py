@@ -4,6 +4,7 @@ problem with its number (and field), whole-file problems refuse the file, nothin
 from __future__ import annotations
 
 import codecs
+import os
 import re
 from pathlib import Path
 
@@ -120,6 +121,13 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
     path = write(tmp_path, "big.txt", "a\n" * 100)
     with pytest.raises(InputError, match="SEGQ_MAX_FILE_BYTES"):
         BatchFile(path, None, max_file_bytes=100, max_line_bytes=4096)
+
+
+def test_a_pipe_is_refused_before_reading_since_the_enqueue_pass_would_find_it_empty(tmp_path):
+    fifo = tmp_path / "prompts.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match=r"not a regular file \(a pipe\?\)"):
+        BatchFile(fifo, None, **LIMITS)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from shared.dispatch_queue import DispatchQueue, Retried
 from shared.errors import InputError, JobNotFound
 from shared.fleet_limiter import FleetLimiter
 from shared.job_model import JobFailure, JobState
-from shared.job_store import JobOptions, JobStore, NewJob, batch_job_id
+from shared.job_store import Added, JobOptions, JobStore, NewJob, batch_job_id
 from shared.settings import load_settings
 
 
@@ -55,11 +55,12 @@ def test_adding_the_same_jobs_twice_creates_them_once(make_world):
     store, _ = make_world()
     add_batch(store, "b", 5)
     again = store.add_jobs(
-        [NewJob(batch_job_id("b", n), {"prompt": "other"}, n) for n in range(1, 7)],
+        [NewJob(batch_job_id("b", n), {"prompt": "other" if n > 3 else f"p{n}"}, n)
+         for n in range(1, 7)],
         batch_id="b",
         options=JobOptions(),
-    )
-    assert again == [False] * 5 + [True]
+    )  # fmt: skip
+    assert again == [Added.EXISTED] * 3 + [Added.DIFFERS] * 2 + [Added.CREATED]
     summary = store.get_batch("b")
     assert summary.total == 6 and summary.counts["queued"] == 6
     assert store.get_job("b.1").params == {"steps": 6, "prompt": "p1"}
