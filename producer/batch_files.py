@@ -181,7 +181,21 @@ def json_line(number: int, text: str) -> Entry:
 
 def csv_entries(lines: Iterator[PhysicalLine]) -> Iterator[Entry]:
     """Rows after the header as parameters (empty cells left out); a row that spans lines (a
-    quoted line break) is numbered by its first line.
+    quoted line break) is numbered by its first line."""
+    header: list[str] | None = None
+    for start, record in csv_records(lines):
+        if isinstance(record, LineProblem):
+            if header is None:  # else the first row would be read as the header
+                raise InputError(f"line {start}: the CSV header cannot be read: {record.reason}")
+            yield record
+        elif header is None:
+            header = csv_header(record, start) if any(cell.strip() for cell in record) else None
+        elif any(cell.strip() for cell in record):
+            yield csv_row(header, record, start)
+
+
+def csv_records(lines: Iterator[PhysicalLine]) -> Iterator[tuple[int, list[str] | LineProblem]]:
+    """Each CSV record with the number of its first line, or the problem that spoiled it.
 
     The reader is strict: left lenient, a stray quote (``"a cat,4``) opens a cell that swallows
     every following line up to the next quote or the end of the file, and thousands of jobs
@@ -195,22 +209,16 @@ def csv_entries(lines: Iterator[PhysicalLine]) -> Iterator[Entry]:
             yield line.text
 
     reader = csv.reader(texts(), strict=True)
-    header: list[str] | None = None
     while True:
         start = reader.line_num + 1
         try:
-            row: list[str] | None = next(reader)
+            row: list[str] = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            row, bad_lines[start] = None, csv_problem(exc, start, reader.line_num)
+            bad_lines[start] = csv_problem(exc, start, reader.line_num)
         problems = [bad_lines.pop(n) for n in range(start, reader.line_num + 1) if n in bad_lines]
-        if problems or row is None:
-            yield LineProblem(start, problems[0])
-        elif header is None:
-            header = csv_header(row, start) if any(cell.strip() for cell in row) else None
-        elif any(cell.strip() for cell in row):
-            yield csv_row(header, row, start)
+        yield start, LineProblem(start, problems[0]) if problems else row
 
 
 def csv_problem(exc: csv.Error, start: int, end: int) -> str:

@@ -167,9 +167,11 @@ def job_id_for(idempotency_key: str | None) -> str:
     the same job), else fresh. No dot, so it is never taken for a batch job's id."""
     if idempotency_key is None:
         return "j" + uuid.uuid4().hex[:24]
-    if not idempotency_key or len(idempotency_key) > 256:
-        raise InputError("idempotency_key: give 1 to 256 characters")
-    return "k" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 256:
+        raise InputError(f"idempotency_key: give a string of 1 to 256 characters, not "
+                         f"{idempotency_key!r:.40}")  # fmt: skip
+    key = idempotency_key.encode("utf-8", errors="surrogatepass")
+    return "k" + hashlib.sha256(key).hexdigest()[:24]
 
 
 def checked_batch_id(batch_id: str | None) -> str:

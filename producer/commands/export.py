@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import click
 
 from producer.terminal import URL_EXPIRY_ADVICE, find, open_producer, people
+from shared.errors import InputError
 from shared.job_model import Job, iso_time
 from shared.request_model import parameter_names
 
@@ -79,7 +80,11 @@ def output_stream(path: Path | None) -> Iterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
-    with path.open("w", encoding="utf-8", newline="") as out:
+    try:
+        out = path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"--output {path}: cannot write it ({exc.strerror})") from None
+    with out:
         yield out
 
 

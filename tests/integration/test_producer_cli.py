@@ -95,6 +95,8 @@ def assert_exports_match(fleet: Fleet, batch_id: str, jobs: list[dict], tmp_path
     assert [(r["line"], r["params"]["prompt"], r["state"], r["outputs"], r["error"])
             for r in rows] == expected  # fmt: skip
     exported = segq(fleet, "export", batch_id, "--format", "csv")
+    nowhere = segq(fleet, "export", batch_id, "--output", str(tmp_path / "no" / "x.csv"), expect=1)
+    assert "cannot write it (No such file or directory)" in nowhere.stderr
     assert "expire" in exported.stderr
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     assert [(int(r["line"]), r["prompt"], r["state"], r["outputs"].split(), r["error_kind"] or None)

@@ -81,6 +81,12 @@ def test_an_idempotency_key_reused_for_other_parameters_is_refused(sync_producer
     assert sync_producer.store.state_counts()["queued"] == 1
 
 
+@pytest.mark.parametrize("key", [123, "", "k" * 257, b"bytes"])
+def test_an_idempotency_key_that_is_not_a_short_string_is_refused(sync_producer, key):
+    with pytest.raises(InputError, match="idempotency_key: give a string of 1 to 256"):
+        sync_producer.enqueue({"prompt": "a fox"}, idempotency_key=key)
+
+
 def test_invalid_requests_name_every_bad_field(sync_producer):
     with pytest.raises(InputError) as refused:
         sync_producer.enqueue({"prompt": "", "steps": 0, "colour": "red"})

@@ -117,6 +117,12 @@ def test_a_quote_in_the_middle_of_a_csv_cell_is_a_problem_not_a_guess(tmp_path):
     assert entries[1] == BatchLine(3, {"prompt": 'say "hi"'})
 
 
+def test_a_csv_header_that_cannot_be_read_refuses_the_file(tmp_path):
+    path = write(tmp_path, "p.csv", b"\xe9prompt,steps\na fox,6\n")
+    with pytest.raises(InputError, match=r"line 1: the CSV header cannot be read: not UTF-8"):
+        read(path)
+
+
 def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
     path = write(tmp_path, "big.txt", "a\n" * 100)
     with pytest.raises(InputError, match="SEGQ_MAX_FILE_BYTES"):
