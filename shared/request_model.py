@@ -78,6 +78,23 @@ class GenerationRequest(BaseModel):
             raise ValueError("prompt has no text, only whitespace or separator characters")
         return prompt
 
+    @field_validator("sampler", "scheduler", "aspect_ratio", "image_format", mode="before")
+    @classmethod
+    def _choice_trimmed(cls, value: Any) -> Any:
+        """Choices are trimmed like every other text (a CSV's ``a fox, 6, png``): pydantic's
+        ``str_strip_whitespace`` does not reach ``Literal`` fields."""
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("steps", "guidance_scale", "seed", "width", "height", "batch_size",
+                     "image_quality", mode="before")  # fmt: skip
+    @classmethod
+    def _number_not_bool(cls, value: Any) -> Any:
+        """pydantic takes ``true`` for 1 in a number field; in a request that is a mistake
+        (a shifted column, say), not a number."""
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
     def image_size(self) -> tuple[int, int]:
         """Width and height the image will have: the preset's, or width x height for custom."""
         return ASPECT_RATIO_SIZES[self.aspect_ratio] or (self.width, self.height)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -138,3 +139,16 @@ def test_a_number_out_of_range_or_of_the_wrong_type_is_refused_by_name(name, val
     assert_sendable(request)
     # accepted: the number itself, or a text that spells it (CSV files and --set give texts)
     assert getattr(request, name) == (int(value) if isinstance(value, str) else value)
+
+
+@pytest.mark.parametrize("name", ["steps", "guidance_scale", "seed", "width", "image_quality"])
+def test_true_or_false_in_a_number_field_is_refused_not_read_as_one_or_zero(name):
+    with pytest.raises(ValidationError, match="expected a number, got true"):
+        GenerationRequest.model_validate({"prompt": "p", name: True})
+
+
+def test_choices_are_trimmed_like_the_other_texts():
+    request = GenerationRequest.model_validate(
+        {"prompt": " a fox ", "image_format": " png", "sampler": "euler "}
+    )
+    assert (request.prompt, request.image_format, request.sampler) == ("a fox", "png", "euler")
