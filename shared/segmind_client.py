@@ -43,7 +43,8 @@ MIN_REDACTED_KEY_CHARS = 8
 URL); real Segmind keys are far longer."""
 
 MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
-"""An output larger than this is refused instead of filling a worker's memory."""
+"""An output, or an answer of the API, larger than this is refused instead of filling a
+worker's memory (ten base64 images of 2048x2048 fit)."""
 
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 
@@ -51,6 +52,9 @@ AnswerObserver = Callable[[Call, int | None], None]
 """Told of every call's outcome: its kind and the HTTP status, or None when nothing answered
 (the workers count them for ``segq metrics``). It must not raise."""
 
+
+DEFAULT_CALL_TIMEOUT_S = 30.0
+"""A whole call's budget when the ``httpx.Client`` given has no read timeout."""
 
 CONNECTIONS_PER_THREAD = 2
 """The API's origin, and one output host for ``download``."""
@@ -173,7 +177,7 @@ class SegmindClient:
                 if not response.is_success:
                     detail = f"download answered {response.status_code}"
                     raise TransientError(detail, response.status_code)
-                return self._read_capped(response)
+                return self._read_capped(response, deadline=None)
             finally:
                 response.close()
         except _HTTPX_ERRORS as exc:
@@ -203,30 +207,45 @@ class SegmindClient:
             content=content,
             headers={**self._key_headers, **(headers or {})},
         )
+        deadline = time.monotonic() + self._timeout_s(http)
         try:
-            response = http.send(request, follow_redirects=False)
+            response = http.send(request, stream=True, follow_redirects=False)
+            try:
+                content = self._read_capped(response, deadline)
+            finally:
+                response.close()
         except _HTTPX_ERRORS as exc:
             self._observe(call, None)
             raise TransientError(self._redact(_describe(exc))) from exc
         self._observe(call, response.status_code)
         return Reply(
             http_status=response.status_code,
-            content=self._redact_bytes(response.content),
+            content=self._redact_bytes(content),
             headers={name: self._redact(value) for name, value in response.headers.items()},
             received_at=time.time(),
         )
+
+    @staticmethod
+    def _timeout_s(http: httpx.Client) -> float:
+        """The whole call's budget: httpx's timeouts bound each read, so an answer that
+        trickles in a byte at a time would otherwise hold a task (and a submit's lease) for
+        as long as the server likes."""
+        return http.timeout.read or DEFAULT_CALL_TIMEOUT_S
 
     def _observe(self, call: Call, http_status: int | None) -> None:
         if self._on_answer is not None:
             self._on_answer(call, http_status)
 
-    def _read_capped(self, response: httpx.Response) -> bytes:
+    def _read_capped(self, response: httpx.Response, deadline: float | None) -> bytes:
+        """The body, up to ``MAX_DOWNLOAD_BYTES``, read before ``deadline`` (monotonic)."""
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > MAX_DOWNLOAD_BYTES:
-                raise TransientError(f"download larger than {MAX_DOWNLOAD_BYTES} bytes")
+                raise TransientError(f"answer larger than {MAX_DOWNLOAD_BYTES} bytes, not read")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransientError("answer still arriving when the call's time was up")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -104,7 +104,10 @@ class Settings(BaseSettings):
         description="How long Segmind keeps a result; a job it accepted is polled through "
         "transient failures (an outage) for this long.",
     )  # fmt: skip
-    http_timeout_s: float = Field(30.0, gt=0, le=600, description="One upstream HTTP call.")
+    http_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="One upstream HTTP call: each network step, and the whole answer's arrival.",
+    )  # fmt: skip
     poll_max_interval_s: float = Field(
         15.0, ge=0.1, le=300, description="Longest gap between two polls of one job."
     )

@@ -358,6 +358,36 @@ def test_download_larger_than_the_cap_is_refused(client, upstream, monkeypatch):
     assert "larger than 10 bytes" in raised_download(client).detail
 
 
+@pytest.mark.parametrize("name", ["submit", "status", "result"])
+def test_an_answer_larger_than_the_cap_is_refused_unread(client, upstream, monkeypatch, name):
+    monkeypatch.setattr(segmind_client, "MAX_DOWNLOAD_BYTES", 100)
+    upstream.answer(200, {"status": "COMPLETED", "output": "https://x.example/" + "a" * 100})
+    error = raised(client, name)
+    assert type(error) is TransientError and "answer larger than 100 bytes" in error.detail
+
+
+class Trickle(httpx.SyncByteStream):
+    """A body that arrives a few bytes at a time, each within any read timeout."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(40):
+            time.sleep(0.01)
+            yield b" "
+        yield b'{"status": "PROCESSING"}'
+
+
+def test_an_answer_that_trickles_in_ends_the_call_when_its_time_is_up(upstream):
+    upstream.handler = lambda request: httpx.Response(200, stream=Trickle())
+    http = httpx.Client(transport=httpx.MockTransport(upstream), timeout=0.1)
+    client = SegmindClient(http, BASE, API_KEY)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="still arriving when the call's time was up"):
+        client.status("req-1")
+    assert time.monotonic() - started < 0.3
+    http.timeout = httpx.Timeout(5.0)
+    assert client.status("req-1").status == "PROCESSING"
+
+
 def raised_download(client: SegmindClient) -> UpstreamError:
     with pytest.raises(UpstreamError) as caught:
         client.download(f"{OTHER}/1.png")
