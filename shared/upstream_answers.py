@@ -55,7 +55,7 @@ MAX_OUTPUT_DEPTH = 3
 """How deep ``split_output`` looks into lists and objects for output strings."""
 
 _ACCOUNT_406 = re.compile(
-    r"credit|balance|spend(?:ing)?[\s_-]*limit|insufficient[\s_-]+funds|billing|quota",
+    r"credit|balance|spend(?:ing)?[\s_-]*limit|funds|budget|wallet|billing|quota",
     re.IGNORECASE,
 )
 """A 406 whose message matches is about the account (pause the fleet), not about the job."""

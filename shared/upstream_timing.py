@@ -39,6 +39,12 @@ EPOCH_S_FLOOR = 1e9
 EPOCH_MS_FLOOR = 1e12
 """... and above this, epoch milliseconds."""
 
+CLOCK_SKEW_S = 2.0
+"""When the answer's ``Date`` is further than this from our clock, an absolute reset time is
+counted from the server's clock instead: a worker whose clock runs ahead would otherwise read
+a window as already over and call again at once. Closer than this, our clock is the finer one
+(``Date`` is given to the second)."""
+
 
 def compute_backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Seconds to wait before try ``attempt + 1`` (``attempt`` counts from 1): full jitter.
@@ -59,6 +65,7 @@ def retry_after_s(headers: Mapping[str, str], now: float) -> float | None:
     ``now`` is epoch seconds when the answer arrived. A window already past gives 0.
     """
     lowered = {name.lower(): value.strip() for name, value in headers.items()}
+    now = _server_now(lowered.get("date"), now)
     readers = (
         ("retry-after", _read_retry_after),
         ("x-rate-limit-reset-at-utc", _read_reset_at),
@@ -89,22 +96,38 @@ def _read_retry_after(value: str, now: float) -> float | None:
     delay_s = _number(value)
     if delay_s is not None:
         return delay_s + DELTA_MARGIN_S
+    moment = _http_date(value)
+    return None if moment is None else _until(moment.timestamp(), now, whole_seconds=True)
+
+
+def _server_now(date: str | None, now: float) -> float:
+    """``now`` on the server's clock when its ``Date`` disagrees by more than the skew."""
+    moment = _http_date(date) if date else None
+    if moment is None or abs(moment.timestamp() - now) <= CLOCK_SKEW_S:
+        return now
+    return moment.timestamp()
+
+
+def _http_date(value: str) -> datetime | None:
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return _until(moment.timestamp(), now, whole_seconds=True)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _read_reset_at(value: str, now: float) -> float | None:
+    """ISO 8601 (``2025-06-15T15:06:50Z``, or with a space and a trailing ``UTC``), an HTTP
+    date, or an epoch number: Segmind's exact format is not documented."""
     if _number(value) is not None:
         return _read_ratelimit_reset(value, now)
+    iso = value.removesuffix("UTC").removesuffix("GMT").strip()
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(iso)
     except ValueError:
-        return None
+        moment = _http_date(value)
+        if moment is None:
+            return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return _until(moment.timestamp(), now, whole_seconds=moment.microsecond == 0)

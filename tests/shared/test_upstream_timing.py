@@ -76,6 +76,8 @@ def test_backoff_jitter_spreads_over_the_whole_window():
         ({"x-rate-limit-reset-at-utc": "2026-11-24T12:00:05"}, 5 + WHOLE_SECOND_MARGIN_S),
         ({"x-rate-limit-reset-at-utc": "2026-11-24T12:00:05.250Z"}, 5.25 + FRACTION_MARGIN_S),
         ({"x-rate-limit-reset-at-utc": "2026-11-24T13:00:05+01:00"}, 5 + WHOLE_SECOND_MARGIN_S),
+        ({"x-rate-limit-reset-at-utc": "2026-11-24 12:00:05 UTC"}, 5 + WHOLE_SECOND_MARGIN_S),
+        ({"x-rate-limit-reset-at-utc": "Tue, 24 Nov 2026 12:00:05 GMT"}, 5 + WHOLE_SECOND_MARGIN_S),
         ({"X-RateLimit-Reset": str(int(NOW) + 12)}, 12 + WHOLE_SECOND_MARGIN_S),
         ({"X-RateLimit-Reset": str(int(NOW * 1000) + 2500)}, 2.5 + FRACTION_MARGIN_S),
         ({"X-RateLimit-Reset": "20"}, 20 + DELTA_MARGIN_S),
@@ -83,6 +85,24 @@ def test_backoff_jitter_spreads_over_the_whole_window():
 )  # fmt: skip
 def test_429_window_is_read_from_each_header_form(headers, expected_s):
     assert retry_after_s(headers, NOW) == pytest.approx(expected_s)
+
+
+def test_an_absolute_window_counts_from_the_servers_clock_when_ours_is_off():
+    reset = {"x-rate-limit-reset-at-utc": "2026-11-24T12:00:05Z"}
+    server_date = format_datetime(datetime.fromtimestamp(NOW, UTC), usegmt=True)
+    ahead = NOW + 3  # our clock 3 s ahead: the window would look nearly over
+    assert retry_after_s({**reset, "Date": server_date}, ahead) == pytest.approx(
+        5 + WHOLE_SECOND_MARGIN_S
+    )
+    assert retry_after_s(reset, ahead) == pytest.approx(2 + WHOLE_SECOND_MARGIN_S)
+    # within the skew our own clock, finer than Date's whole second, is used
+    assert retry_after_s({**reset, "Date": server_date}, NOW + 0.5) == pytest.approx(
+        4.5 + WHOLE_SECOND_MARGIN_S
+    )
+    # a delay is a delay, whatever the clocks say
+    assert retry_after_s({"Retry-After": "7", "Date": server_date}, ahead) == pytest.approx(
+        7 + DELTA_MARGIN_S
+    )
 
 
 def test_429_window_prefers_retry_after_then_reset_at_then_ratelimit_reset():
