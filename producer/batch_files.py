@@ -149,11 +149,19 @@ def skip_rest_of_line(stream: BinaryIO, digest: Any) -> None:
             return
 
 
+CR_LINE_ENDS = (
+    "holds a carriage return inside the line: a file with old Mac line ends (CR "
+    "only) would be one prompt; save it with LF or CRLF line ends"
+)
+
+
 def text_entries(lines: Iterator[PhysicalLine]) -> Iterator[Entry]:
     for line in lines:
         if line.problem:
             yield LineProblem(line.number, line.problem)
-        elif (prompt := line.text.rstrip("\r\n")).strip():
+        elif "\r" in (prompt := line.text.rstrip("\r\n")):
+            yield LineProblem(line.number, CR_LINE_ENDS)
+        elif prompt.strip():
             yield BatchLine(line.number, {"prompt": prompt})
 
 

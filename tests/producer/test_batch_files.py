@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.batch_files import BatchFile, format_of
+from producer.batch_files import CR_LINE_ENDS, BatchFile, format_of
 from producer.enqueueing import BatchLine, LineProblem, request_or_problems
 from shared.errors import InputError
 
@@ -121,6 +121,11 @@ def test_a_csv_header_that_cannot_be_read_refuses_the_file(tmp_path):
     path = write(tmp_path, "p.csv", b"\xe9prompt,steps\na fox,6\n")
     with pytest.raises(InputError, match=r"line 1: the CSV header cannot be read: not UTF-8"):
         read(path)
+
+
+def test_a_text_file_with_cr_only_line_ends_is_a_problem_not_one_long_prompt(tmp_path):
+    entries = read(write(tmp_path, "p.txt", "a red fox\rblue whale\rgreen frog\r"))
+    assert [str(e) for e in entries] == [f"line 1: {CR_LINE_ENDS}"]
 
 
 def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path):
