@@ -241,7 +241,8 @@ class BatchPlan:
         if dict(stored.defaults) != self.defaults:
             raise InputError(
                 f"batch {self.batch_id} was created with defaults {stored.defaults}, not "
-                f"{self.defaults}: re-run with the same --set values, or give another batch id"
+                f"{self.defaults}: re-run with the same defaults (--set values), or give "
+                "another batch id"
             )
         had = (stored.priority, stored.callback_task, stored.webhook_url)
         wanted = (self.options.priority, self.options.callback_task, self.options.webhook_url)
@@ -259,6 +260,8 @@ class BatchPlan:
         if self.lines > self.max_lines:
             raise InputError(f"line {line}: more than {self.max_lines:,} lines in one batch "
                              "(SEGQ_MAX_BATCH_LINES)")  # fmt: skip
+        if not isinstance(line, int) or line < 1:
+            raise InputError(f"BatchLine {line!r}: line numbers start at 1")
         request = validate_request(params, self.defaults, where=f"line {line}")
         return NewJob(
             batch_job_id(self.batch_id, line), stored_params(request, self.defaults), line

@@ -146,7 +146,7 @@ def test_an_invalid_item_stops_the_stream_at_its_line_and_a_rerun_adds_the_rest(
 
 def test_a_rerun_with_other_defaults_is_refused(sync_producer):
     sync_producer.enqueue_many([{"prompt": "a"}], batch_id="s", defaults={"steps": 6})
-    with pytest.raises(InputError, match="same --set"):
+    with pytest.raises(InputError, match=r"same defaults \(--set values\)"):
         sync_producer.enqueue_many([{"prompt": "a"}], batch_id="s", defaults={"steps": 7})
 
 
@@ -168,6 +168,13 @@ def test_batch_lines_keep_their_own_numbers(sync_producer):
     assert [(j.job_id, j.line) for j in sync_producer.iter_batch_jobs("numbered")] == [
         ("numbered.3", 3), ("numbered.9", 9),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("line", [0, -3])
+def test_a_batch_line_numbered_below_one_is_refused(sync_producer, line):
+    with pytest.raises(InputError, match="line numbers start at 1"):
+        sync_producer.enqueue_many([BatchLine(line, {"prompt": "a"})], batch_id="zero")
+    assert sync_producer.get_batch("zero").total == 0
 
 
 def test_too_many_lines_and_bad_ids_are_refused(sync_producer):
