@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import UpstreamError
+from shared.upstream_answers import is_image
 
 LINE_DIGITS = 6
 """Zero-padding of the line in a name: listings sort in line order up to 999,999 lines."""
@@ -100,7 +101,10 @@ def save_output(directory: Path, name: str, output: str, fetch: Fetch) -> SavedO
             "worker's SEGQ_RESULTS_DIR, on the worker's machine"
         )
     else:
-        saved.written.append(write_file(directory, name, content))
+        if is_url(output) and not is_image(content):  # an error page served with a 200, say
+            saved.failures.append(f"{name}: {output}: not an image (it starts {content[:16]!r})")
+        else:
+            saved.written.append(write_file(directory, name, content))
     return saved
 
 

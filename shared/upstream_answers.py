@@ -291,7 +291,7 @@ def base64_image(text: str) -> str | None:
         if not comma or not header.lower().endswith(";base64"):
             return None
     raw = _decode_base64(text)
-    if raw is None or not (declared or _is_image(raw)):
+    if raw is None or not (declared or is_image(raw)):
         return None
     return base64.b64encode(raw).decode("ascii")
 
@@ -318,7 +318,8 @@ def _decode_base64(text: str) -> bytes | None:
     return raw or None
 
 
-def _is_image(raw: bytes) -> bool:
+def is_image(raw: bytes) -> bool:
+    """Bytes that start like a JPEG, PNG, GIF or WebP file."""
     return raw.startswith(_IMAGE_SIGNATURES) or (raw[:4] == b"RIFF" and raw[8:12] == b"WEBP")
 
 

@@ -7,6 +7,8 @@ import pytest
 from shared.errors import TransientError
 from shared.output_files import output_names, save_outputs
 
+JPEG = b"\xff\xd8\xff\xe0" + b"JFIF" + bytes(8)
+
 
 @pytest.mark.parametrize(
     ("job_id", "line", "params", "count", "names"),
@@ -28,14 +30,14 @@ def test_a_second_save_finds_the_file_and_fetches_nothing(tmp_path):
 
     def fetch(url: str) -> bytes:
         fetched.append(url)
-        return b"image bytes"
+        return JPEG
 
     first = save_outputs(tmp_path, "b.1", 1, {}, ["https://cdn.example/a.jpg"], fetch)
     again = save_outputs(tmp_path, "b.1", 1, {}, ["https://cdn.example/a.jpg"], fetch)
     assert [p.name for p in first.written] == ["000001-b.1.jpg"] and not first.present
     assert [p.name for p in again.present] == ["000001-b.1.jpg"] and not again.written
     assert fetched == ["https://cdn.example/a.jpg"]
-    assert (tmp_path / "000001-b.1.jpg").read_bytes() == b"image bytes"
+    assert (tmp_path / "000001-b.1.jpg").read_bytes() == JPEG
     assert [p.name for p in tmp_path.iterdir()] == ["000001-b.1.jpg"]
 
 
@@ -56,3 +58,11 @@ def test_a_worker_file_is_copied_and_failures_say_why_without_stopping_the_rest(
     expiry, missing = saved.failures
     assert "000002-b.2-0.png" in expiry and "404" in expiry and "expire an hour" in expiry
     assert "000002-b.2-2.png" in missing and "SEGQ_RESULTS_DIR" in missing
+
+
+def test_a_fetched_page_that_is_not_an_image_is_a_failure_not_a_file(tmp_path):
+    page = b"<html><title>Access denied</title></html>"
+    saved = save_outputs(tmp_path, "b.3", 3, {}, ["https://cdn.example/a.jpg"], lambda url: page)
+    assert not saved.written and not list(tmp_path.iterdir())
+    [failure] = saved.failures
+    assert failure.startswith("000003-b.3.jpg: https://cdn.example/a.jpg: not an image (it starts")
