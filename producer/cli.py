@@ -38,8 +38,9 @@ class LazyCommands(dict[str, click.Command]):
 
 
 class SegqGroup(click.Group):
-    """Finds commands by module (``LazyCommands``) and turns segq's own errors into one clear
-    line and exit status 1 instead of a traceback."""
+    """Finds commands by module (``LazyCommands``) and turns segq's own errors, and the
+    operating system's (a port in use, a directory that is a file, a full disk), into one
+    clear line and exit status 1 instead of a traceback."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -53,6 +54,9 @@ class SegqGroup(click.Group):
             return super().invoke(ctx)
         except SegqError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
 
 
 @click.group(cls=SegqGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,7 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -158,6 +158,23 @@ class Settings(BaseSettings):
         None, description="Password of the Sentinels themselves (not of the Redis master)."
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_one(cls, url: str) -> str:
+        """Caught here, a mistyped URL is one line naming the variable; found by redis-py, it
+        was a traceback from whichever command touched Redis first."""
+        scheme = _checked_url(url).scheme
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(f"{url!r}: the scheme must be one of {', '.join(REDIS_SCHEMES)}")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_is_one(cls, url: str | None) -> str | None:
+        if url is not None:
+            _checked_url(url)
+        return url
+
     @field_validator("segmind_base_url")
     @classmethod
     def _base_url_is_an_origin(cls, url: str) -> str:
@@ -174,6 +191,20 @@ class Settings(BaseSettings):
         """A short hash that names the account's budget in Redis without revealing the key."""
         key = self.segmind_api_key.get_secret_value() if self.segmind_api_key else ""
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+
+
+def _checked_url(url: str) -> SplitResult:
+    parts = urlsplit(url)
+    if not parts.scheme or "://" not in url:
+        raise ValueError(f"{url!r} is not a URL (scheme://host:port/...)")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number from 0 to 65535") from None
+    return parts
 
 
 def setting_env_names() -> dict[str, str]:

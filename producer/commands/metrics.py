@@ -36,7 +36,8 @@ def serve_metrics(client: redis.Redis, host: str, port: int) -> WSGIServer:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="TCP port.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port.")  # fmt: skip
 def metrics(host: str, port: int) -> None:
     """Serve the fleet's job metrics at http://HOST:PORT/metrics until SIGTERM or Ctrl-C."""
     settings = get_settings()

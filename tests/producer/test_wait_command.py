@@ -95,3 +95,16 @@ def test_wait_on_an_unknown_id_says_so(redis_url):
     done = run_segq(segq_env(SEGQ_REDIS_URL=redis_url), "wait", "no-such-batch", timeout_s=60)
     assert done.returncode == 1
     assert "no job or batch no-such-batch" in done.stderr
+
+
+def test_a_download_directory_that_cannot_be_made_is_one_error_line_not_a_traceback(
+    make_fleet, tmp_path
+):
+    fleet = make_fleet()
+    [job_id] = fleet.add([{"prompt": "a lone heron", "width": 64, "height": 64}])
+    fleet.start_worker()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    done = run_segq(fleet.env(), "wait", job_id, "--download", str(a_file / "images"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"Error: Not a directory: {a_file / 'images'}"

@@ -1,0 +1,33 @@
+"""The settings object refuses what would fail later, naming the environment variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import load_settings
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "why"),
+    [
+        ("SEGQ_REDIS_URL", "notaurl", "is not a URL"),
+        ("SEGQ_REDIS_URL", "127.0.0.1:6379", "is not a URL"),
+        ("SEGQ_REDIS_URL", "redis://127.0.0.1:notaport/0", "the port is not a number"),
+        ("SEGQ_REDIS_URL", "redis://127.0.0.1:99999/0", "the port is not a number"),
+        ("SEGQ_REDIS_URL", "http://127.0.0.1:6379/0", "the scheme must be one of redis"),
+        ("SEGQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:xx//", "the port is not a number"),
+    ],
+)
+def test_a_malformed_redis_or_broker_url_is_a_configuration_error_naming_it(name, url, why):
+    with pytest.raises(ConfigurationError, match=f"{name}: Value error, .*{why}"):
+        load_settings({name: url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://localhost:6379/0", "rediss://:secret@redis.example:6380/2", "unix:///run/redis.sock",
+     "sentinel://:pw@10.0.0.1:26379/0;sentinel://10.0.0.2:26379"],
+)  # fmt: skip
+def test_every_redis_url_form_segq_supports_is_accepted(url):
+    assert load_settings({"SEGQ_REDIS_URL": url}).redis_url == url
