@@ -24,10 +24,15 @@ class FailureReason(BaseModel):
     jobs: int
 
 
+REQUEST_ID_MARK = "<request_id>"
+
+
 def group_failures(jobs: Iterable[Job | None]) -> list[FailureReason]:
-    """Reasons from most to least frequent; jobs without a recorded error are skipped."""
+    """Reasons from most to least frequent; jobs without a recorded error are skipped. A job's
+    own request id in its detail (``Request 7dd2... not found``) is shown as
+    ``REQUEST_ID_MARK``, or every such job would be a reason of its own."""
     counts = Counter(
-        (job.error.kind, job.error.http_status, job.error.detail)
+        (job.error.kind, job.error.http_status, _shared_detail(job))
         for job in jobs
         if job is not None and job.error is not None
     )
@@ -35,3 +40,8 @@ def group_failures(jobs: Iterable[Job | None]) -> list[FailureReason]:
         FailureReason(kind=kind, http_status=status, detail=detail, jobs=n)
         for (kind, status, detail), n in counts.most_common()
     ]
+
+
+def _shared_detail(job: Job) -> str:
+    detail = job.error.detail if job.error else ""
+    return detail.replace(job.request_id, REQUEST_ID_MARK) if job.request_id else detail
