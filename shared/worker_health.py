@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
 from shared.errors import ConfigurationError
 
 HEARTBEAT_INTERVAL_S = 5.0
@@ -59,7 +61,14 @@ def _stale(part: str, stamped_at: float, now: float, max_age_s: float) -> list[s
     if stamped_at <= 0:
         return [f"{part}: not yet"]
     age_s = now - stamped_at
+    if age_s < -max_age_s:  # else a clock set back would keep a dead worker alive for as long
+        return [f"{part}: stamped {-age_s:.0f}s in the future (was the clock changed?)"]
     return [f"{part}: last seen {age_s:.0f}s ago"] if age_s > max_age_s else []
+
+
+_REPORT = TypeAdapter(HealthReport)
+"""Reads a report checking each field's type: a hand-edited or foreign file is unreadable,
+not a traceback in the probe."""
 
 
 def write_report(path: Path, report: HealthReport) -> None:
@@ -78,14 +87,17 @@ def write_report(path: Path, report: HealthReport) -> None:
 def read_report(path: Path) -> HealthReport:
     """The last report; ``ConfigurationError`` when there is none or it cannot be read."""
     try:
-        fields = json.loads(path.read_text())
-        return HealthReport(**fields)
+        return _REPORT.validate_json(path.read_bytes())
     except FileNotFoundError:
         raise ConfigurationError(
             f"no worker health file at {path}: the worker has not started (or "
             "SEGQ_HEALTH_FILE differs between the worker and this check)"
         ) from None
-    except (OSError, ValueError, TypeError) as exc:
+    except ValidationError as exc:
+        wrong = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}"
+                          for e in exc.errors(include_url=False))  # fmt: skip
+        raise ConfigurationError(f"unreadable worker health file {path}: {wrong}") from None
+    except OSError as exc:
         raise ConfigurationError(f"unreadable worker health file {path}: {exc}") from exc
 
 

@@ -58,7 +58,18 @@ def test_the_file_round_trips_and_is_replaced_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["health.json"], "no temporary file left"
 
 
-@pytest.mark.parametrize("content", [None, "{not json", json.dumps({"pid": 1})])
+def test_a_heartbeat_stamped_in_the_future_fails_liveness_instead_of_holding_it_forever():
+    assert report(written_at=NOW + 300).problems(NOW, max_age_s=60, ready=False) == [
+        "heartbeat: stamped 300s in the future (was the clock changed?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, "{not json", json.dumps({"pid": 1}), "[]",
+     json.dumps({"pid": 1, "hostname": "h", "written_at": "x"}),
+     json.dumps({"pid": 1, "hostname": "h", "written_at": NOW, "consumer_at": None})],
+)  # fmt: skip
 def test_a_missing_or_unreadable_file_is_a_problem_not_a_crash(tmp_path, content):
     path = tmp_path / "health.json"
     if content is not None:
