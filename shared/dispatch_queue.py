@@ -202,6 +202,12 @@ class DispatchQueue:
                 s.outage_failures, s.outage_probe_seconds,
             )  # fmt: skip
 
+    def hand_back(self, job_id: str, token: str = "") -> bool:
+        """Gives back a job whose submit (no token) or poll (its token) was published but not
+        started, while its worker drains; False if it was not this message's to give."""
+        with store_errors():
+            return bool(self.store.run_script("hand_back", job_id, token))
+
     def begin_poll(self, job_id: str, token: str) -> PollTicket | PollHold | None:
         """Admission to poll; a hold of the poll budget; or None if this message is stale
         (another poll owns the job)."""

@@ -1,10 +1,10 @@
 """Worker lifecycle: logging, the dispatcher and heartbeat threads that start and stop with
 the worker, and the buffered metrics written as it exits.
 
-On SIGTERM (Celery's warm shutdown) the dispatcher stops publishing and the health file says
-``shutting_down`` at once (readiness fails); Celery then finishes the tasks it holds and hands
-reserved messages back to the broker, and the heartbeat goes on until the process ends, so
-liveness holds while the worker drains.
+On SIGTERM (Celery's warm shutdown) the dispatcher stops publishing, the health file says
+``shutting_down`` at once (readiness fails), and tasks that start from then on give their jobs
+back unstarted (``workers.draining``); Celery finishes the calls under way, and the heartbeat
+goes on until the process ends, so liveness holds while the worker drains.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_
 
 from shared.settings import get_settings
 from workers.dispatcher import Dispatcher
+from workers.draining import start_draining
 from workers.health import Heartbeat
 from workers.runtime import runtime
 
@@ -45,6 +46,7 @@ def _start_dispatcher(sender: Any = None, **_: Any) -> None:
 
 @worker_shutting_down.connect
 def _stop_dispatcher(**_: Any) -> None:
+    start_draining()
     for heartbeat in _heartbeats:
         heartbeat.shutting_down()
     while _dispatchers:

@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import logging
+
 from shared.dispatch_queue import DispatchPlan
 from workers.celery_app import app
+from workers.draining import is_draining
 from workers.job_steps import poll_job, submit_job
 from workers.notifications import deliver_notifications
 from workers.runtime import runtime
+
+log = logging.getLogger("segq.jobs")
 
 
 @app.task(name="segq.submit", ignore_result=True)
 def submit(job_id: str) -> None:
     """Submits a job to Segmind once (the job store's claim makes a redelivery harmless)."""
-    submit_job(runtime(), job_id)
+    if is_draining():
+        hand_back(job_id)
+    else:
+        submit_job(runtime(), job_id)
 
 
 @app.task(name="segq.poll", ignore_result=True)
 def poll(job_id: str, token: str) -> None:
     """Asks Segmind about a job once; only the holder of the job's current token does."""
-    poll_job(runtime(), job_id, token)
+    if is_draining():
+        hand_back(job_id, token)
+    else:
+        poll_job(runtime(), job_id, token)
+
+
+def hand_back(job_id: str, token: str = "") -> None:
+    """The worker is draining (``workers.draining``): the job goes back unstarted."""
+    if runtime().queue.hand_back(job_id, token):
+        log.info("job %s: worker shutting down, %s handed back unstarted",
+                 job_id, "poll" if token else "submit")  # fmt: skip
 
 
 @app.task(name="segq.notify", ignore_result=True)

@@ -1,8 +1,9 @@
 """Workers stop gracefully and say how they are: SIGTERM mid-batch, `segq health` (issue 6).
 
-A worker sent SIGTERM finishes the tasks it runs, hands back the messages it reserved, and
-exits within the grace period the deploy files give it; every job still completes, each
-submitted upstream exactly once, and none waits for a lease to run out.
+A worker sent SIGTERM finishes the calls it has under way, gives back unstarted the jobs of
+the messages it reserved, and exits within the grace period the deploy files give it; every
+job still completes, each submitted upstream exactly once, and none waits for a lease to run
+out.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def test_a_worker_sent_sigterm_mid_batch_exits_in_time_and_no_job_is_lost(
     assert leaving.popen.returncode == 0, leaving.output()
     assert "Warm shutdown" in leaving.output(1_000_000)
     assert exit_s < GRACE_S
+    if answers:  # calls held 4 s keep its reserved messages waiting when SIGTERM comes
+        assert "handed back unstarted" in leaving.output(1_000_000)
     # And the other worker finishes the batch without waiting for any lease
     jobs = fleet.wait_all(ids, timeout_s=LEASE_S / 3)
     assert {job.state for job in jobs} == {JobState.COMPLETED}

@@ -135,6 +135,33 @@ def test_only_the_current_poll_token_may_poll(make_world):
     assert ticket is not None and ticket.request_id == "req-b.1" and ticket.polls == 1
 
 
+def test_a_draining_worker_hands_back_a_published_submit_unless_it_was_claimed(make_world):
+    store, queue = make_world()
+    first, second = add_batch(store, "b", 2)
+    assert queue.dispatch().submits == [first, second]
+    assert queue.begin_submit(second).outcome == "go"
+    # the first was only published: it goes back to the front of its lane, once
+    assert queue.hand_back(first) is True
+    assert queue.hand_back(first) is False
+    # the second was claimed by a task that is calling Segmind: it stays that task's
+    assert queue.hand_back(second) is False
+    assert queue.dispatch().submits == [first]
+
+
+def test_a_draining_worker_hands_back_a_poll_only_with_its_current_token(make_world):
+    store, queue = make_world()
+    [job_id] = add_batch(store, "b", 1)
+    submit_all(queue)
+    [(_, token)] = queue.dispatch().polls
+    assert queue.hand_back(job_id, token) is True
+    [(_, newer)] = queue.dispatch().polls  # due at once, not after the lease
+    assert newer != token
+    assert queue.hand_back(job_id, token) is False
+    ticket = queue.begin_poll(job_id, newer)
+    assert ticket is not None and ticket.polls == 1
+    assert queue.hand_back(job_id, newer) is False  # begun: no longer in segq:polling
+
+
 def test_running_and_finishing_moves_counters_once(make_world):
     store, queue = make_world()
     [job_id] = add_batch(store, "b", 1)
