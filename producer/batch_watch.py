@@ -19,12 +19,16 @@ from producer.api import Producer
 from producer.output_download import OutputDownloader
 from producer.progress_view import ProgressView, WaitProgress
 from shared import redis_keys
+from shared.errors import StoreError
 from shared.job_model import Job, JobState
 from shared.job_store import EVENTS_DRAINED, BatchSummary, store_errors
 from shared.output_files import SavedOutputs
 
 TICK_S = 0.25
 """How often progress is read again: a fraction of a second, a few cheap reads."""
+
+STORE_AWAY_TOLERANCE_S = 120.0
+"""How long a wait rides out Redis not answering before it gives up with the error."""
 
 
 class WaitTarget(Protocol):
@@ -132,6 +136,34 @@ class WaitOutcome:
         return 0 if all_completed and not (self.saved and self.saved.failures) else 1
 
 
+class StoreAway:
+    """Lets a wait ride out a Redis blip (a restart, a failover, a paused client) for up to
+    ``STORE_AWAY_TOLERANCE_S``: a wait may have run for hours, and its exit status 1 means a
+    job failed, which a blip does not say. Workers keep going meanwhile."""
+
+    def __init__(self, view: ProgressView) -> None:
+        self.view = view
+        self.since: float | None = None
+        self.last_error: StoreError | None = None
+
+    @contextlib.contextmanager
+    def tolerated(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError as exc:
+            now = time.monotonic()
+            if self.since is None:
+                self.since = now
+                self.view.note(f"{exc}; still waiting (up to {STORE_AWAY_TOLERANCE_S:.0f} s)")
+            if now - self.since > STORE_AWAY_TOLERANCE_S:
+                raise
+            self.last_error = exc
+        else:
+            if self.since is not None:
+                self.view.note("Redis answers again")
+            self.since = None
+
+
 def watch(
     target: WaitTarget,
     view: ProgressView,
@@ -148,14 +180,19 @@ def watch(
         if downloader is not None:
             stack.enter_context(target.following())
             downloader.save_jobs(target.completed_jobs())
+        store_away = StoreAway(view)
+        progress: WaitProgress | None = None
         while True:
-            progress = target.progress()
-            if downloader is not None:
-                downloader.save_jobs(target.newly_completed())
-            view.show(progress, downloader.files_saved if downloader else None)
+            with store_away.tolerated():
+                progress = target.progress()
+                if downloader is not None:
+                    downloader.save_jobs(target.newly_completed())
+                view.show(progress, downloader.files_saved if downloader else None)
             timed_out = deadline is not None and time.monotonic() >= deadline
-            if progress.is_terminal or timed_out:
+            if progress is not None and (progress.is_terminal or timed_out):
                 break
+            if timed_out:  # Redis away since the start: nothing to report but the error
+                raise store_away.last_error or StoreError("Redis did not answer")
             if check_alive is not None:
                 check_alive()
             time.sleep(TICK_S)
@@ -164,4 +201,5 @@ def watch(
             downloader.save_jobs(target.completed_jobs())
             saved = downloader.finish()
             view.show(progress, len(saved.files))
+    assert progress is not None  # the loop leaves only with progress read
     return WaitOutcome(progress, timed_out and not progress.is_terminal, saved)

@@ -127,5 +127,9 @@ class ProgressView:
             line = ""
         self._last_line = line
 
+    def note(self, line: str) -> None:
+        """A line above the bar (or between the plain lines): something the figures miss."""
+        self._print_plain(f"{self.label}: {line}")
+
     def _print_plain(self, line: str) -> None:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
