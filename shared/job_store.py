@@ -49,7 +49,7 @@ class Added(IntEnum):
     """What ``add_jobs`` did with one job (the add_jobs script's reply)."""
 
     EXISTED = 0
-    """Already there with the same parameters: the re-run idempotency is for."""
+    """Already there with the same parameters: a re-run, which idempotency makes harmless."""
     CREATED = 1
     DIFFERS = 2
     """Already there with other parameters, left as it was: a job's id is its line (or its
