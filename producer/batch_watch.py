@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from producer.api import Producer
 from producer.output_download import OutputDownloader
 from producer.progress_view import ProgressView, WaitProgress
+from producer.status_view import pause_line
 from shared import redis_keys
 from shared.errors import StoreError
 from shared.job_model import Job, JobState
@@ -164,16 +165,39 @@ class StoreAway:
             self.since = None
 
 
+class FleetPauseNotice:
+    """Notes when the fleet pauses and resumes while a wait runs: a paused fleet's jobs just sit
+    there, and the figures alone would not say why."""
+
+    def __init__(self, producer: Producer, view: ProgressView, every_s: float = 5.0) -> None:
+        self.producer = producer
+        self.view = view
+        self.every_s = every_s
+        self.read_at: float | None = None
+        self.paused = False
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.read_at is not None and now - self.read_at < self.every_s:
+            return
+        self.read_at = now
+        fleet = self.producer.fleet_state()
+        if fleet.paused != self.paused:
+            self.view.note(pause_line(fleet, time.time()) if fleet.paused else "fleet resumed")
+        self.paused = fleet.paused
+
+
 def watch(
     target: WaitTarget,
     view: ProgressView,
     *,
     timeout_s: float | None = None,
     downloader: OutputDownloader | None = None,
-    check_alive: Callable[[], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> WaitOutcome:
     """Shows progress until every job has ended or ``timeout_s`` ran out, saving images as jobs
-    complete when given a ``downloader``; ``check_alive`` raises to stop early (a dead worker)."""
+    complete when given a ``downloader``. ``on_tick`` runs between reads: it may note something
+    the figures miss (``FleetPauseNotice``) or raise to stop early (the demo's dead worker)."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with contextlib.ExitStack() as stack:
         stack.enter_context(view)
@@ -188,13 +212,13 @@ def watch(
                 if downloader is not None:
                     downloader.save_jobs(target.newly_completed())
                 view.show(progress, downloader.files_saved if downloader else None)
+                if on_tick is not None:
+                    on_tick()
             timed_out = deadline is not None and time.monotonic() >= deadline
             if progress is not None and (progress.is_terminal or timed_out):
                 break
             if timed_out:  # Redis away since the start: nothing to report but the error
                 raise store_away.last_error or StoreError("Redis did not answer")
-            if check_alive is not None:
-                check_alive()
             time.sleep(TICK_S)
         saved = None
         if downloader is not None:

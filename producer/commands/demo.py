@@ -162,7 +162,7 @@ def run_demo(
     downloader = stack.enter_context(OutputDownloader(output_dir, fetch))
     outcome = watch(BatchTarget(producer, batch_id), ProgressView("demo", console),
                     timeout_s=DEMO_TIMEOUT_S, downloader=downloader,
-                    check_alive=worker.check_alive)  # fmt: skip
+                    on_tick=worker.check_alive)  # fmt: skip
     return DemoRun(batch_id, outcome, time.monotonic() - started)
 
 

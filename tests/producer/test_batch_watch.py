@@ -11,10 +11,11 @@ import pytest
 from rich.console import Console
 
 from producer import batch_watch
-from producer.batch_watch import watch
+from producer.batch_watch import FleetPauseNotice, watch
 from producer.progress_view import ProgressView, WaitProgress
 from shared.errors import StoreError
 from shared.job_model import Job
+from shared.job_store import FleetState
 
 AWAY = StoreError("Redis did not answer: Timeout reading from socket")
 
@@ -78,3 +79,26 @@ def test_a_wait_whose_timeout_runs_out_before_redis_ever_answered_says_why(monke
     view, _ = plain_view()
     with pytest.raises(StoreError, match="Timeout reading from socket"):
         watch(ScriptedTarget([AWAY] * 10), view, timeout_s=0)
+
+
+class ScriptedFleet:
+    """A producer whose fleet is paused, or not, as ``states`` say, one per read."""
+
+    def __init__(self, states: list[FleetState]) -> None:
+        self.states = iter(states)
+
+    def fleet_state(self) -> FleetState:
+        return next(self.states)
+
+
+def test_a_wait_notes_when_the_fleet_pauses_and_resumes_once_each(monkeypatch):
+    monkeypatch.setattr(batch_watch, "TICK_S", 0)
+    view, out = plain_view()
+    paused = FleetState(paused=True, reason="card expired", manual=True)
+    running = FleetState(paused=False)
+    fleet = ScriptedFleet([running, paused, paused, running])
+    notice = FleetPauseNotice(fleet, view, every_s=0)  # type: ignore[arg-type]
+    watch(ScriptedTarget([progress(0)] * 3 + [progress(2)]), view, on_tick=notice)
+    lines = out.getvalue()
+    assert lines.count("b: fleet paused by hand: card expired; segq resume to resume") == 1
+    assert lines.count("b: fleet resumed") == 1
