@@ -4,12 +4,14 @@ grouped) with the fleet's pause if there is one."""
 from __future__ import annotations
 
 import sys
+import time
 
 import click
+from rich.text import Text
 
-from producer.status_view import job_view, print_batch, write_batch_status_json
+from producer.status_view import job_view, pause_line, print_batch, write_batch_status_json
 from producer.terminal import find, json_option, open_producer, print_json, report_console
-from shared.job_model import Job
+from shared.job_model import Job, JobState
 
 
 @click.command()
@@ -26,6 +28,9 @@ def status(target_id: str, as_json: bool) -> None:
                 print_json(target.to_json())
             else:
                 console.print(job_view(target))
+                fleet = producer.fleet_state()
+                if target.state is JobState.QUEUED and fleet.paused:
+                    console.print(Text(pause_line(fleet, time.time()), style="bold red"))
             return
         if not as_json:
             print_batch(console, producer, target)

@@ -116,6 +116,7 @@ def test_pause_shows_in_status_cancel_ends_queued_work_and_resume_runs_the_rest(
     job_id = segq(fleet, "submit", "--prompt", "a lone pine", "--set", "steps=6").stdout.strip()
     status = segq(fleet, "status", batch_id).stdout  # piped: one line, not wrapped at 80
     assert re.search(r"\n(fleet paused by hand since .+: card expired; segq resume .+)\n", status)
+    assert "fleet paused by hand since" in segq(fleet, "status", job_id).stdout
     # When the batch is cancelled and the fleet resumed
     assert "5 of 5 jobs cancelled" in segq(fleet, "cancel", batch_id).stderr
     segq(fleet, "resume")
