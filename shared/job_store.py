@@ -91,11 +91,14 @@ class BatchSummary(BaseModel):
         return self.done >= self.total
 
     def throughput_per_s(self, now: float) -> float | None:
-        """Jobs ended per second since the first one was handed to a worker."""
+        """Jobs run to an end (completed or failed) per second since the first one was handed
+        to a worker; cancelled jobs are not counted, or cancelling a big batch would show a
+        pace no worker ever kept."""
         end = self.finished_at or now
-        if self.started_at is None or end <= self.started_at or not self.done:
+        ran = self.counts[JobState.COMPLETED.value] + self.counts[JobState.FAILED.value]
+        if self.started_at is None or end <= self.started_at or not ran:
             return None
-        return self.done / (end - self.started_at)
+        return ran / (end - self.started_at)
 
     def eta_s(self, now: float) -> float | None:
         rate = self.throughput_per_s(now)

@@ -13,7 +13,7 @@ from shared.dispatch_queue import DispatchQueue, Retried
 from shared.errors import InputError, JobNotFound
 from shared.fleet_limiter import FleetLimiter
 from shared.job_model import JobFailure, JobState
-from shared.job_store import Added, JobOptions, JobStore, NewJob, batch_job_id
+from shared.job_store import Added, BatchSummary, JobOptions, JobStore, NewJob, batch_job_id
 from shared.settings import load_settings
 
 
@@ -426,3 +426,15 @@ def test_jobs_nobody_listens_to_schedule_no_notice(make_world):
     submit_all(queue)
     queue.finish(job_id, JobState.FAILED, failure=JobFailure(kind="rejected", detail="no"))
     assert notices(store) == {}
+
+
+def test_throughput_counts_jobs_that_ran_not_jobs_cancelled():
+    counts = {state.value: 0 for state in JobState} | {"completed": 30, "failed": 10,
+                                                      "cancelled": 200_000}  # fmt: skip
+    summary = BatchSummary(
+        batch_id="b", total=200_060, counts=counts, failures_by_kind={}, created_at=0.0,
+        started_at=100.0, finished_at=None, cancelled_at=110.0, defaults={}, source=None,
+        priority="bulk", callback_task=None, webhook_url=None,
+    )  # fmt: skip
+    assert summary.throughput_per_s(now=120.0) == 2.0
+    assert summary.eta_s(now=120.0) == 10.0
