@@ -15,6 +15,10 @@ COMMAND_MODULES = sorted(m.name for m in pkgutil.iter_modules(producer.commands.
 command is a new module and nothing else changes."""
 
 
+INTERRUPTED_EXIT_STATUS = 130
+"""Ctrl-C: 128 + SIGINT, what a shell reports for a command it interrupted."""
+
+
 class LazyCommands(dict[str, click.Command]):
     """Command name -> click command, its module imported on first use: ``segq status`` does
     not pay for the sandbox's or Flower's imports."""
@@ -57,6 +61,9 @@ class SegqGroup(click.Group):
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from exc
+        except KeyboardInterrupt:  # 130 as shells report it; click's 1 reads as a failed job
+            click.echo("\nInterrupted.", err=True)
+            raise click.exceptions.Exit(INTERRUPTED_EXIT_STATUS) from None
 
 
 @click.group(cls=SegqGroup, context_settings={"help_option_names": ["-h", "--help"]})

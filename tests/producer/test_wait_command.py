@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
-from tests.support.fleet import Fleet, segq_env
+from tests.support.fleet import REPO, Fleet, segq_env
 from tests.support.segq_cli import enqueue_batch, run_segq
 
 pytestmark = pytest.mark.integration
@@ -108,3 +111,19 @@ def test_a_download_directory_that_cannot_be_made_is_one_error_line_not_a_traceb
     done = run_segq(fleet.env(), "wait", job_id, "--download", str(a_file / "images"))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"Error: Not a directory: {a_file / 'images'}"
+
+
+def test_a_wait_interrupted_with_ctrl_c_exits_130_not_as_a_failed_job(make_fleet):
+    fleet = make_fleet()  # no worker: the job stays queued
+    [job_id] = fleet.add([{"prompt": "a lone heron"}])
+    argv = [sys.executable, "-m", "producer", "wait", job_id]
+    with subprocess.Popen(argv, env=fleet.env(), cwd=REPO, stderr=subprocess.PIPE,
+                          text=True) as waiting:  # fmt: skip
+        try:
+            assert waiting.stderr is not None
+            assert f"{job_id}: 0/1 ended" in waiting.stderr.readline()  # it is waiting
+            waiting.send_signal(signal.SIGINT)
+            assert waiting.wait(timeout=30) == 130
+            assert "Interrupted." in waiting.stderr.read()
+        finally:
+            waiting.kill()
