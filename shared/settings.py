@@ -158,6 +158,23 @@ class Settings(BaseSettings):
         None, description="Password of the Sentinels themselves (not of the Redis master)."
     )
 
+    @field_validator("segmind_api_key", mode="before")
+    @classmethod
+    def _api_key_is_one_token(cls, key: object) -> object:
+        """Spaces around the key (a file's last newline) are dropped; anything else that is
+        not a visible ASCII character is refused. httpx would refuse the header on every call,
+        and its error, which quotes the value escaped, would get past the key's redaction into
+        logs and the fleet's pause reason. The message never shows the key."""
+        if isinstance(key, SecretStr):
+            key = key.get_secret_value()
+        if not isinstance(key, str):
+            return key
+        key = key.strip()
+        if not all("!" <= char <= "~" for char in key):
+            raise ValueError("holds a space or a character that is not visible ASCII; "
+                             "check how the key was copied")  # fmt: skip
+        return key or None
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_is_one(cls, url: str) -> str:
@@ -220,10 +237,12 @@ def setting_env_names() -> dict[str, str]:
 
 
 def _refuse_unknown_env(environ: dict[str, str]) -> None:
+    """pydantic-settings reads names in any case (``segq_lease_s`` too), so misspellings are
+    looked for in any case as well."""
     known = setting_env_names()
     for name in environ:
-        if name.startswith(ENV_PREFIX) and name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigurationError(f"{name} is not a segq setting{hint}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from shared.errors import ConfigurationError
 from shared.settings import get_settings
 
 
@@ -29,6 +30,11 @@ def worker_argv(concurrency: int, extra: tuple[str, ...]) -> list[str]:
 @click.argument("celery_options", nargs=-1, type=click.UNPROCESSED)
 def worker(celery_options: tuple[str, ...]) -> None:
     """Start a worker; any option of `celery worker` may follow (e.g. --concurrency=64)."""
+    settings = get_settings()
+    if settings.segmind_api_key is None:  # its first submit's 401 would pause the whole fleet
+        raise ConfigurationError(
+            "SEGMIND_API_KEY is not set: a worker calls Segmind with it (the sandbox takes any key)"
+        )
     from workers import app
 
-    app.worker_main(worker_argv(get_settings().worker_concurrency, celery_options))
+    app.worker_main(worker_argv(settings.worker_concurrency, celery_options))

@@ -31,3 +31,22 @@ def test_a_malformed_redis_or_broker_url_is_a_configuration_error_naming_it(name
 )  # fmt: skip
 def test_every_redis_url_form_segq_supports_is_accepted(url):
     assert load_settings({"SEGQ_REDIS_URL": url}).redis_url == url
+
+
+def test_an_api_key_read_with_its_files_newline_is_trimmed():
+    settings = load_settings({"SEGMIND_API_KEY": "SG_0123456789abcdef\n"})
+    assert settings.segmind_api_key is not None
+    assert settings.segmind_api_key.get_secret_value() == "SG_0123456789abcdef"
+
+
+@pytest.mark.parametrize("key", ["SG_0123 456789", "SG_0123\n456789", "SG_0123\x00456789",
+                                 "SG_0123é456789"])  # fmt: skip
+def test_an_api_key_with_spaces_or_invisible_characters_inside_is_refused_unshown(key):
+    with pytest.raises(ConfigurationError, match=r"SEGMIND_API_KEY: .*not visible ASCII") as caught:
+        load_settings({"SEGMIND_API_KEY": key})
+    assert "456789" not in str(caught.value)
+
+
+def test_a_misspelt_setting_in_lower_case_is_refused_too():
+    with pytest.raises(ConfigurationError, match=r"segq_leese_s is not a segq setting .*LEASE_S"):
+        load_settings({"segq_leese_s": "1"})
