@@ -135,6 +135,22 @@ def test_a_receiver_that_answers_500_twice_gets_the_third_delivery(make_fleet):
     assert fleet.store.get_job(job_id).state is JobState.COMPLETED is job.state
 
 
+def test_a_receiver_that_trickles_its_answer_is_told_once_not_once_per_lease(make_fleet):
+    # Given notices leased for 5 s, and a receiver whose 200 comes with a body it sends over
+    # 16 s (a byte every 0.8 s)
+    fleet = make_fleet(SEGQ_WEBHOOK_SECRET=SECRET, SEGQ_LEASE_S="5")
+    fleet.start_worker(2)
+    with run_webhook_receiver(trickle_s=0.8) as receiver:
+        [job_id] = fleet.add([{"prompt": "a patient heron"}], JobOptions(webhook_url=receiver.url))
+        fleet.wait_all([job_id], timeout_s=60)
+        wait_until(lambda: webhook_deliveries(fleet, job_id), "a delivery", 30, fleet.workers)
+        # When the lease has run out twice over
+        time.sleep(11)
+    # Then the status line was the answer: one POST, one delivery recorded
+    assert len(receiver.posts) == 1
+    assert [(d["attempt"], d["ok"]) for d in webhook_deliveries(fleet, job_id)] == [(1, True)]
+
+
 def test_failing_callbacks_never_change_the_jobs_outcome(make_fleet):
     # Given a callback task that raises and a webhook that always answers 500, tried twice
     fleet = make_fleet(SEGQ_WEBHOOK_SECRET=SECRET, SEGQ_WEBHOOK_MAX_ATTEMPTS="2")

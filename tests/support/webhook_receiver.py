@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,12 +26,18 @@ class ReceivedPost:
         return json.loads(self.body)
 
 
+TRICKLED_BYTES = 20
+
+
 @dataclass
 class WebhookReceiver:
     """Answers the first POSTs with ``script``'s status codes in order, then ``then_status``."""
 
     script: list[int]
     then_status: int
+    trickle_s: float = 0.0
+    """Above 0: every answer promises a body of ``TRICKLED_BYTES`` and sends it a byte per
+    ``trickle_s`` (a slow or stuck receiver behind a prompt status line)."""
     url: str = ""
     posts: list[ReceivedPost] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -48,18 +55,26 @@ class WebhookReceiver:
 
 @contextmanager
 def run_webhook_receiver(
-    script: Sequence[int] = (), then_status: int = 200
+    script: Sequence[int] = (), then_status: int = 200, trickle_s: float = 0.0
 ) -> Iterator[WebhookReceiver]:
     """A receiver on 127.0.0.1 and a free port, stopped on exit (also when the test fails)."""
-    receiver = WebhookReceiver(list(script), then_status)
+    receiver = WebhookReceiver(list(script), then_status, trickle_s)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status = receiver.answer(self.path, dict(self.headers.items()), body)
             self.send_response(status)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(TRICKLED_BYTES if trickle_s else 0))
             self.end_headers()
+            self.wfile.flush()
+            for _ in range(TRICKLED_BYTES if trickle_s else 0):
+                time.sleep(trickle_s)
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:  # the client stopped listening: what a good one does
+                    return
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the test asserts on ``posts``, not on stderr."""
