@@ -242,7 +242,8 @@ class JobStore:
                     job = self.get_job(job_id)
                 elif job.batch_id:
                     job = self.get_job(job_id)  # a batch cancel ends queued jobs silently
-            return job
+            # at the timeout, as it is now: no event said it was submitted or started running
+            return job if job.is_terminal else self.get_job(job_id)
 
     def wait_batch(self, batch_id: str, timeout_s: float) -> BatchSummary:
         """The batch once every job has ended, or as it is when ``timeout_s`` runs out; woken by

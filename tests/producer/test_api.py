@@ -16,6 +16,7 @@ import producer
 from producer import AsyncProducer, InputError, JobNotCompleted, JobState, Producer, WaitTimeout
 from producer.enqueueing import ENQUEUE_CHUNK, BatchLine
 from shared import redis_keys
+from shared.dispatch_queue import DispatchQueue
 from shared.job_codec import compact_json
 from shared.settings import load_settings
 
@@ -194,6 +195,20 @@ def test_wait_wakes_when_the_job_ends_and_result_says_how_it_ended(sync_producer
         job.result(timeout_s=60)
     assert time.monotonic() - start < WAKE_S
     assert ended.value.job.state is JobState.CANCELLED and job.status() is JobState.CANCELLED
+
+
+def test_a_wait_that_times_out_returns_the_job_as_it_is_then_not_as_it_was(sync_producer, settings):
+    job = sync_producer.enqueue({"prompt": "a kettle"})
+    queue = DispatchQueue(sync_producer.store, settings)
+
+    def submitted_upstream() -> None:  # what a worker does; no end event is published
+        assert queue.dispatch().submits == [job.job_id]
+        assert queue.begin_submit(job.job_id).outcome == "go"
+        queue.record_submitted(job.job_id, "req-1", 30.0)
+
+    with later(0.2, submitted_upstream):
+        seen = job.wait(timeout_s=1.5)
+    assert (seen.state, seen.request_id) == (JobState.SUBMITTED, "req-1")
 
 
 def test_wait_batch_returns_when_every_job_ended_or_at_its_timeout(sync_producer):
