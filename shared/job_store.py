@@ -390,6 +390,9 @@ def store_errors() -> Iterator[None]:
     """Redis failures become ``StoreError``: callers handle one class, with the cause kept."""
     try:
         yield
+    except redis.exceptions.MaxConnectionsError as exc:  # Redis is fine: this process is busy
+        raise StoreError(f"every connection of this process's Redis pool is in use ({exc}); "
+                         "each wait in progress holds one") from exc  # fmt: skip
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreError(f"Redis did not answer: {exc}") from exc
     except redis.ResponseError as exc:

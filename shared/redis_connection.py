@@ -85,12 +85,20 @@ def redis_client(settings: Settings, url: str | None = None, **options: Any) -> 
     return sentinel.master_for(_master_name(settings), **address.master_kwargs(), **options)
 
 
+ASYNC_POOL_CONNECTIONS = 2000
+"""Connections one asyncio client may open: about as many waits at once (Redis allows 10,000
+clients by default, shared by every process)."""
+
+
 def async_redis_client(
     settings: Settings, url: str | None = None, **options: Any
 ) -> redis.asyncio.Redis:
-    """``redis_client`` for asyncio code (``redis.asyncio``)."""
+    """``redis_client`` for asyncio code (``redis.asyncio``). Each wait in progress holds a
+    connection for its subscription, and an asyncio app may run thousands of them at once, so
+    the pool is ``ASYNC_POOL_CONNECTIONS``, not redis-py's 100."""
     url = url or settings.redis_url
     options.setdefault("decode_responses", True)
+    options.setdefault("max_connections", ASYNC_POOL_CONNECTIONS)
     if not is_sentinel_url(url):
         return redis.asyncio.Redis.from_url(url, **options)
     address = parse_sentinel_url(url)

@@ -260,6 +260,19 @@ def test_callbacks_are_task_names_and_signatures_without_arguments(sync_producer
         sync_producer.enqueue({"prompt": "x"}, webhook_url="ftp://example.test")
 
 
+def test_the_async_producer_holds_more_waits_at_once_than_redis_pys_default_pool(settings):
+    async def scenario() -> list[object]:
+        async with AsyncProducer(settings=settings) as made:
+            job = await made.enqueue({"prompt": "a fox"})
+            return await asyncio.gather(
+                *(made.wait(job.job_id, timeout_s=1.0) for _ in range(150)),
+                return_exceptions=True,
+            )
+
+    seen = asyncio.run(scenario())
+    assert [getattr(job, "state", job) for job in seen] == [JobState.QUEUED] * 150
+
+
 def test_the_async_producer_enqueues_waits_on_events_cancels_retries_and_pauses(settings):
     async def scenario() -> None:
         async with AsyncProducer(settings=settings) as made:
