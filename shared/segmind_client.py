@@ -42,7 +42,7 @@ MIN_REDACTED_KEY_CHARS = 8
 """Keys shorter than this are not searched for in answers (a one-letter key would mangle every
 URL); real Segmind keys are far longer."""
 
-MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
+MAX_BODY_BYTES = 128 * 1024 * 1024
 """An output, or an answer of the API, larger than this is refused instead of filling a
 worker's memory (ten base64 images of 2048x2048 fit)."""
 
@@ -237,13 +237,13 @@ class SegmindClient:
             self._on_answer(call, http_status)
 
     def _read_capped(self, response: httpx.Response, deadline: float | None) -> bytes:
-        """The body, up to ``MAX_DOWNLOAD_BYTES``, read before ``deadline`` (monotonic)."""
+        """The body, up to ``MAX_BODY_BYTES``, read before ``deadline`` (monotonic)."""
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
             size += len(chunk)
-            if size > MAX_DOWNLOAD_BYTES:
-                raise TransientError(f"answer larger than {MAX_DOWNLOAD_BYTES} bytes, not read")
+            if size > MAX_BODY_BYTES:
+                raise TransientError(f"answer larger than {MAX_BODY_BYTES} bytes, not read")
             if deadline is not None and time.monotonic() > deadline:
                 raise TransientError("answer still arriving when the call's time was up")
             chunks.append(chunk)

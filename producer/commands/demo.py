@@ -22,6 +22,7 @@ from rich.console import Console
 
 from producer.api import Producer
 from producer.batch_watch import BatchTarget, WaitOutcome, watch
+from producer.cli import INTERRUPTED_EXIT_STATUS
 from producer.demo_stack import DemoStack
 from producer.output_download import OutputDownloader, keyless_fetch
 from producer.progress_view import ProgressView, describe, images
@@ -32,7 +33,6 @@ DEFAULT_OUTPUT = Path("segq-demo-output")
 DEMO_TIME_SCALE = 1.0
 """The sandbox's simulated times as Segmind's (about 2.5 s a job): quick, and honest."""
 DEMO_TIMEOUT_S = 300.0
-INTERRUPTED_STATUS = 130
 
 DEMO_REQUESTS: list[dict[str, object]] = [
     {"prompt": "a lighthouse on a cliff at dusk, oil painting",
@@ -105,7 +105,7 @@ def demo(output_dir: Path, time_scale: float, force_sandbox: bool) -> None:
             run = run_demo(stack, get_settings(), console, output_dir, time_scale, force_sandbox)
     except KeyboardInterrupt:
         console.print("Interrupted. Everything the demo started is stopped.")
-        click.get_current_context().exit(INTERRUPTED_STATUS)
+        click.get_current_context().exit(INTERRUPTED_EXIT_STATUS)
     print_summary(report_console(), run, output_dir)
     click.get_current_context().exit(run.outcome.exit_status)
 

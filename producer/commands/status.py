@@ -28,8 +28,7 @@ def status(target_id: str, as_json: bool) -> None:
                 print_json(target.to_json())
             else:
                 console.print(job_view(target))
-                fleet = producer.fleet_state()
-                if target.state is JobState.QUEUED and fleet.paused:
+                if target.state is JobState.QUEUED and (fleet := producer.fleet_state()).paused:
                     console.print(Text(pause_line(fleet, time.time()), style="bold red"))
             return
         if not as_json:

@@ -356,14 +356,14 @@ def test_download_of_a_connection_error_or_an_invalid_url_is_transient(client, u
 
 
 def test_download_larger_than_the_cap_is_refused(client, upstream, monkeypatch):
-    monkeypatch.setattr(segmind_client, "MAX_DOWNLOAD_BYTES", 10)
+    monkeypatch.setattr(segmind_client, "MAX_BODY_BYTES", 10)
     upstream.answer(200, b"x" * 11)
     assert "larger than 10 bytes" in raised_download(client).detail
 
 
 @pytest.mark.parametrize("name", ["submit", "status", "result"])
 def test_an_answer_larger_than_the_cap_is_refused_unread(client, upstream, monkeypatch, name):
-    monkeypatch.setattr(segmind_client, "MAX_DOWNLOAD_BYTES", 100)
+    monkeypatch.setattr(segmind_client, "MAX_BODY_BYTES", 100)
     upstream.answer(200, {"status": "COMPLETED", "output": "https://x.example/" + "a" * 100})
     error = raised(client, name)
     assert type(error) is TransientError and "answer larger than 100 bytes" in error.detail
