@@ -27,7 +27,7 @@ from producer.enqueueing import (
 )
 from producer.failures import FAILURES_SAMPLED, FailureReason, group_failures
 from shared.job_model import Job, JobState
-from shared.job_store import BatchSummary, FleetState, JobStore
+from shared.job_store import BatchSummary, FleetState, JobStore, NewJob
 from shared.redis_connection import redis_client
 from shared.settings import Settings, get_settings
 
@@ -86,16 +86,22 @@ class Producer:
         a ``BatchLine``'s own number), so re-running with the same ``batch_id`` enqueues only
         the lines that are missing. ``defaults`` apply to every request of the batch."""
         plan = BatchPlan(batch_id, defaults, job_options(priority, callback, webhook_url),
-                         self.settings.max_batch_lines)  # fmt: skip
-        self.store.open_batch(plan.batch_id, defaults=plan.defaults, options=plan.options,
-                              source=source)  # fmt: skip
-        plan.check_stored(self.store.get_batch(plan.batch_id))
+                         self.settings.max_batch_lines, source)  # fmt: skip
         for item in requests:
             if chunk := plan.take(item):
-                plan.count(self.store.add_jobs(chunk, batch_id=plan.batch_id, options=plan.options))
-        if rest := plan.rest():
-            plan.count(self.store.add_jobs(rest, batch_id=plan.batch_id, options=plan.options))
+                self._add(plan, chunk)
+        self._add(plan, plan.rest())
         return plan.receipt()
+
+    def _add(self, plan: BatchPlan, chunk: list[NewJob]) -> None:
+        """Sends a chunk, opening the batch with the first one (see ``BatchPlan.opened``)."""
+        if not plan.opened:
+            self.store.open_batch(plan.batch_id, defaults=plan.defaults, options=plan.options,
+                                  source=plan.source)  # fmt: skip
+            plan.check_stored(self.store.get_batch(plan.batch_id))
+            plan.opened = True
+        if chunk:
+            plan.count(self.store.add_jobs(chunk, batch_id=plan.batch_id, options=plan.options))
 
     def job(self, job_id: str) -> JobHandle:
         """A handle on a job enqueued earlier (nothing is read until asked)."""

@@ -81,19 +81,24 @@ class AsyncProducer:
     ) -> BatchReceipt:
         """As ``Producer.enqueue_many``; ``requests`` may also be an async iterable."""
         plan = BatchPlan(batch_id, defaults, job_options(priority, callback, webhook_url),
-                         self.settings.max_batch_lines)  # fmt: skip
-        await self.store.open_batch(plan.batch_id, defaults=plan.defaults, options=plan.options,
-                                    source=source)  # fmt: skip
-        plan.check_stored(await self.store.get_batch(plan.batch_id))
+                         self.settings.max_batch_lines, source)  # fmt: skip
         async for item in _each(requests):
             if chunk := plan.take(item):
                 await self._add(plan, chunk)
-        if rest := plan.rest():
-            await self._add(plan, rest)
+        await self._add(plan, plan.rest())
         return plan.receipt()
 
     async def _add(self, plan: BatchPlan, chunk: list[NewJob]) -> None:
-        plan.count(await self.store.add_jobs(chunk, batch_id=plan.batch_id, options=plan.options))
+        """As ``Producer._add``."""
+        if not plan.opened:
+            await self.store.open_batch(plan.batch_id, defaults=plan.defaults,
+                                        options=plan.options, source=plan.source)  # fmt: skip
+            plan.check_stored(await self.store.get_batch(plan.batch_id))
+            plan.opened = True
+        if chunk:
+            plan.count(
+                await self.store.add_jobs(chunk, batch_id=plan.batch_id, options=plan.options)
+            )
 
     def job(self, job_id: str) -> AsyncJobHandle:
         return AsyncJobHandle(job_id, self)

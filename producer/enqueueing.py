@@ -223,12 +223,17 @@ class BatchPlan:
 
     def __init__(
         self, batch_id: str | None, defaults: Mapping[str, Any] | None, options: JobOptions,
-        max_lines: int,
+        max_lines: int, source: str | None = None,
     ) -> None:  # fmt: skip
         self.batch_id = checked_batch_id(batch_id)
         self.defaults = validate_defaults(defaults or {})
         self.options = options
         self.max_lines = max_lines
+        self.source = source
+        self.opened = False
+        """Whether the batch exists in the store: it is opened with the first chunk sent, so
+        a stream whose first item is invalid leaves no batch behind whose defaults and options
+        a corrected retry would have to match."""
         self.lines = 0
         self.created = 0
         self.differing = 0

@@ -175,7 +175,23 @@ def test_batch_lines_keep_their_own_numbers(sync_producer):
 def test_a_batch_line_numbered_below_one_is_refused(sync_producer, line):
     with pytest.raises(InputError, match="line numbers start at 1"):
         sync_producer.enqueue_many([BatchLine(line, {"prompt": "a"})], batch_id="zero")
-    assert sync_producer.get_batch("zero").total == 0
+    assert not sync_producer.store.redis.exists(redis_keys.batch("zero"))
+
+
+def test_a_stream_refused_at_its_first_item_leaves_no_batch_a_corrected_retry_must_match(
+    sync_producer,
+):
+    with pytest.raises(InputError, match="line 1: steps"):
+        sync_producer.enqueue_many([{"prompt": "a", "steps": 500}], batch_id="first",
+                                   defaults={"steps": 6}, priority="interactive")  # fmt: skip
+    receipt = sync_producer.enqueue_many([{"prompt": "a"}], batch_id="first")
+    summary = sync_producer.get_batch("first")
+    assert (receipt.created, summary.defaults, summary.priority) == (1, {}, "bulk")
+
+
+def test_an_empty_stream_still_opens_its_batch(sync_producer):
+    assert sync_producer.enqueue_many([], batch_id="none", defaults={"steps": 6}).lines == 0
+    assert sync_producer.get_batch("none").defaults == {"steps": 6}
 
 
 def test_too_many_lines_and_bad_ids_are_refused(sync_producer):
