@@ -210,14 +210,18 @@ class SegmindClient:
         deadline = time.monotonic() + self._timeout_s(http)
         try:
             response = http.send(request, stream=True, follow_redirects=False)
-            try:
-                content = self._read_capped(response, deadline)
-            finally:
-                response.close()
         except _HTTPX_ERRORS as exc:
             self._observe(call, None)
-            raise TransientError(self._redact(_describe(exc))) from exc
+            raise self._transient(exc) from exc
+        # Counted once its status line is in, also when its body then fails to arrive whole:
+        # a 200 that trickles past the deadline is still an answer the operator should see.
         self._observe(call, response.status_code)
+        try:
+            content = self._read_capped(response, deadline)
+        except _HTTPX_ERRORS as exc:
+            raise self._transient(exc) from exc
+        finally:
+            response.close()
         return Reply(
             http_status=response.status_code,
             content=self._redact_bytes(content),
@@ -248,6 +252,9 @@ class SegmindClient:
                 raise TransientError("answer still arriving when the call's time was up")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _transient(self, exc: Exception) -> TransientError:
+        return TransientError(self._redact(_describe(exc)))
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, REDACTED) if self._secret else text

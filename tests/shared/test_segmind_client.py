@@ -391,6 +391,23 @@ def test_an_answer_that_trickles_in_ends_the_call_when_its_time_is_up(upstream):
     assert client.status("req-1").status == "PROCESSING"
 
 
+def test_an_answer_dropped_by_the_cap_or_the_deadline_is_still_counted_by_its_status(
+    upstream, monkeypatch
+):
+    seen: list[tuple[str, int | None]] = []
+    http = httpx.Client(transport=httpx.MockTransport(upstream), timeout=0.1)
+    client = SegmindClient(http, BASE, API_KEY, on_answer=lambda *answer: seen.append(answer))
+    monkeypatch.setattr(segmind_client, "MAX_BODY_BYTES", 10)
+    upstream.answer(502, b"x" * 11)
+    with pytest.raises(TransientError, match="larger than 10 bytes"):
+        client.result("req-1")
+    monkeypatch.setattr(segmind_client, "MAX_BODY_BYTES", 100)
+    upstream.handler = lambda request: httpx.Response(200, stream=Trickle())
+    with pytest.raises(TransientError, match="still arriving"):
+        client.status("req-1")
+    assert seen == [("result", 502), ("status", 200)]
+
+
 def raised_download(client: SegmindClient) -> UpstreamError:
     with pytest.raises(UpstreamError) as caught:
         client.download(f"{OTHER}/1.png")
