@@ -420,6 +420,11 @@ def test_the_key_never_appears_in_an_error_or_a_repr(client, upstream):
     assert API_KEY not in str(error) and API_KEY not in repr(error)
     assert error.detail == "API key [redacted] is invalid"
 
+    escaped = "".join(f"\\u{ord(char):04x}" for char in API_KEY[:3]) + API_KEY[3:]
+    upstream.answer(406, f'{{"detail": "key \\"{escaped}\\" has no credits"}}'.encode())
+    error = raised(client, "submit")
+    assert API_KEY not in str(error) and error.detail == 'key "[redacted]" has no credits'
+
     upstream.answer(302, b"", headers={"Location": f"{OTHER}/?key={API_KEY}"})
     assert API_KEY not in raised(client, "status").detail
 
