@@ -9,15 +9,18 @@ goes on until the process ends, so liveness holds while the worker drains.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from workers.dispatcher import Dispatcher
 from workers.draining import start_draining
 from workers.health import Heartbeat
 from workers.runtime import runtime
+
+log = logging.getLogger("segq.worker")
 
 _dispatchers: list[Dispatcher] = []
 _heartbeats: list[Heartbeat] = []
@@ -42,6 +45,24 @@ def _start_dispatcher(sender: Any = None, **_: Any) -> None:
     heartbeat = Heartbeat(rt.settings.health_file, hostname, lambda: dispatcher.last_step_at)
     heartbeat.start()
     _heartbeats.append(heartbeat)
+
+
+@worker_ready.connect
+def _warn_of_a_short_lease(**_: Any) -> None:
+    if warning := short_lease_warning(get_settings()):
+        log.warning("%s", warning)
+
+
+def short_lease_warning(settings: Settings) -> str | None:
+    """Not refused, since tests of recovery want short leases on purpose; but an operator who
+    shortened the lease for faster recovery should hear what it risks."""
+    if settings.lease_s >= 2 * settings.http_timeout_s:
+        return None
+    return (
+        f"SEGQ_LEASE_S={settings.lease_s:g} is less than twice SEGQ_HTTP_TIMEOUT_S="
+        f"{settings.http_timeout_s:g}: a submit still waiting on Segmind when its lease runs "
+        "out is published again, and Segmind may bill the job twice"
+    )
 
 
 @worker_shutting_down.connect
