@@ -319,14 +319,18 @@ def test_known_rate_paces_submits_fleet_wide(make_world):
 def test_a_429_holds_the_fleet_and_learns_the_accepted_rate(make_world):
     store, queue = make_world()
     add_batch(store, "b", 30)
+    started = time.monotonic()
     assert len(submit_all(queue)) == 30  # unknown limit: no pacing yet
     limiter = FleetLimiter(store.redis, queue.settings)
     assert limiter.rate_limited("submit", 5.0) == pytest.approx(5.0, abs=0.1)
+    took_s = time.monotonic() - started
     add_batch(store, "c", 3)
     assert queue.dispatch().submits == []
     status = limiter.status("submit")
-    # 30 accepted, then nothing more for 5 s: 30 per 5 s, less the safety factor
-    assert status["learned_per_min"] == pytest.approx(30 * 60 / 5 * 0.98, rel=0.02)
+    # 30 accepted, then nothing more for 5 s: 30 over 5 s and the submits' own time (a loaded
+    # machine's tenth of a second is 2%), less the safety factor
+    learned = status["learned_per_min"]
+    assert 30 * 60 / (5 + took_s) * 0.98 * 0.999 <= learned <= 30 * 60 / 5 * 0.98 * 1.001
 
 
 def test_manual_pause_stops_submits_until_resume(make_world):
