@@ -14,8 +14,9 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from kombu.transport import TRANSPORT_ALIASES
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -180,16 +181,16 @@ class Settings(BaseSettings):
     def _redis_url_is_one(cls, url: str) -> str:
         """Caught here, a mistyped URL is one line naming the variable; found by redis-py, it
         was a traceback from whichever command touched Redis first."""
-        scheme = _checked_url(url).scheme
-        if scheme not in REDIS_SCHEMES:
-            raise ValueError(f"{url!r}: the scheme must be one of {', '.join(REDIS_SCHEMES)}")
+        _checked_url(url, REDIS_SCHEMES)
         return url
 
     @field_validator("broker_url")
     @classmethod
     def _broker_url_is_one(cls, url: str | None) -> str | None:
+        """Each URL of a failover list (``;``), with a scheme kombu has a transport for."""
         if url is not None:
-            _checked_url(url)
+            for part in url.split(";"):
+                _checked_url(part.strip(), tuple(TRANSPORT_ALIASES))
         return url
 
     @field_validator("segmind_base_url")
@@ -213,15 +214,26 @@ class Settings(BaseSettings):
 REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 
 
-def _checked_url(url: str) -> SplitResult:
+def _checked_url(url: str, schemes: tuple[str, ...]) -> None:
+    """Errors show the URL with its password masked: they reach the journal and pod logs."""
     parts = urlsplit(url)
+    shown = repr(_masked(url, parts))
     if not parts.scheme or "://" not in url:
-        raise ValueError(f"{url!r} is not a URL (scheme://host:port/...)")
+        raise ValueError(f"{shown} is not a URL (scheme://host:port/...)")
+    if parts.scheme.partition("+")[0] not in schemes:  # kombu: sqla+postgresql://
+        raise ValueError(f"{shown}: the scheme must be one of {', '.join(sorted(schemes))}")
     try:
         parts.port  # noqa: B018 - parsing the port is the check
     except ValueError:
-        raise ValueError(f"{url!r}: the port is not a number from 0 to 65535") from None
-    return parts
+        raise ValueError(f"{shown}: the port is not a number from 0 to 65535") from None
+
+
+def _masked(url: str, parts: SplitResult) -> str:
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not (at and colon and password):
+        return url
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def setting_env_names() -> dict[str, str]:

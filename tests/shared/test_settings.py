@@ -17,11 +17,18 @@ from shared.settings import load_settings
         ("SEGQ_REDIS_URL", "redis://127.0.0.1:99999/0", "the port is not a number"),
         ("SEGQ_REDIS_URL", "http://127.0.0.1:6379/0", "the scheme must be one of redis"),
         ("SEGQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:xx//", "the port is not a number"),
+        ("SEGQ_BROKER_URL", "amqq://guest:hunter2pw@127.0.0.1//", "the scheme must be one of"),
+        ("SEGQ_BROKER_URL", "redis://a:6379/0;redsi://:hunter2pw@b:6379/0", "must be one of"),
+        ("SEGQ_REDIS_URL", "redsi://:hunter2pw@127.0.0.1:6379/0", "the scheme must be one"),
+        ("SEGQ_REDIS_URL", "redis://u:hunter2pw@127.0.0.1:xx/0", "the port is not a number"),
     ],
 )
 def test_a_malformed_redis_or_broker_url_is_a_configuration_error_naming_it(name, url, why):
-    with pytest.raises(ConfigurationError, match=f"{name}: Value error, .*{why}"):
+    with pytest.raises(ConfigurationError, match=f"{name}: Value error, .*{why}") as caught:
         load_settings({name: url})
+    assert "hunter2pw" not in str(caught.value)
+    if "hunter2pw" in url:
+        assert ":***@" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +38,15 @@ def test_a_malformed_redis_or_broker_url_is_a_configuration_error_naming_it(name
 )  # fmt: skip
 def test_every_redis_url_form_segq_supports_is_accepted(url):
     assert load_settings({"SEGQ_REDIS_URL": url}).redis_url == url
+    if not url.startswith("unix:"):  # kombu's form of a socket is redis+socket://
+        assert load_settings({"SEGQ_BROKER_URL": url}).broker_url == url
+
+
+@pytest.mark.parametrize("url", ["amqp://guest:guest@127.0.0.1:5672//", "pyamqp://h//",
+                                 "amqps://h:5671//", "redis+socket:///run/redis.sock"])  # fmt: skip
+def test_broker_urls_of_kombus_transports_are_accepted(url):
+    if not url.startswith("unix:"):  # kombu's form of a socket is redis+socket://
+        assert load_settings({"SEGQ_BROKER_URL": url}).broker_url == url
 
 
 def test_an_api_key_read_with_its_files_newline_is_trimmed():
