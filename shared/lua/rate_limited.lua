@@ -11,11 +11,16 @@
 -- made before it: they shrink the rate no further, and may raise it (never above the
 -- configured rate in use): a call Segmind accepted before the window filled, whose answer was
 -- recorded only after the first 429 counted (a loaded worker), counts from then on.
+-- A 429 on a budget with no rate in use, after fewer of our calls than the lowest published
+-- limit allows in a minute, teaches nothing (another client of the key spent the window): it
+-- only holds. Nor is a rate learned from scratch ever below that limit; from 1 a minute, the
+-- 2%-a-minute growth took hours to give a starved fleet back its account's rate.
 -- KEYS: rate hash, accepted zset. ARGV: retry_after_s (-1: not named), max_rate (0: none), safety
 redis.replicate_commands()
 local DEFAULT_HOLD_S = 2
 local MIN_SPAN_S = 1
 local MAX_DECREASE = 0.5
+local LOWEST_PUBLISHED_PER_MIN = 5  -- Segmind Free: 5 requests a minute
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local retry_after, max_rate, safety = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -37,6 +42,13 @@ else
   local in_use = rate_now(KEYS[1], max_rate, safety, now)
   if in_use ~= nil then
     learned = math.max(math.min(learned, in_use * safety), in_use * MAX_DECREASE)
+  elseif accepted < LOWEST_PUBLISHED_PER_MIN then
+    hold = math.max(hold, previous)
+    redis.call('HSET', KEYS[1], 'hold_until', hold)
+    redis.call('EXPIRE', KEYS[1], 86400)
+    return tostring(hold - now)
+  else
+    learned = math.max(learned, LOWEST_PUBLISHED_PER_MIN)
   end
 end
 learned = math.max(1, learned)

@@ -333,6 +333,27 @@ def test_a_429_holds_the_fleet_and_learns_the_accepted_rate(make_world):
     assert 30 * 60 / (5 + took_s) * 0.98 * 0.999 <= learned <= 30 * 60 / 5 * 0.98 * 1.001
 
 
+def test_a_429_after_too_few_of_our_calls_holds_without_learning_a_starving_rate(make_world):
+    store, queue = make_world()
+    add_batch(store, "b", 2)
+    assert len(submit_all(queue)) == 2  # another client of the key spent the window
+    limiter = FleetLimiter(store.redis, queue.settings)
+    assert limiter.rate_limited("submit", None) == pytest.approx(2.0, abs=0.1)
+    status = limiter.status("submit")
+    assert status["learned_per_min"] is None and status["hold_until"] > time.time() + 1.5
+    add_batch(store, "c", 6)
+    assert queue.dispatch().submits == []  # held, as the 429 asked
+
+
+def test_a_rate_learned_from_scratch_is_never_below_the_lowest_published_limit(make_world):
+    store, queue = make_world()
+    add_batch(store, "b", 5)
+    assert len(submit_all(queue)) == 5  # 5 in the last minute: 4.9 a minute, learned as 5
+    limiter = FleetLimiter(store.redis, queue.settings)
+    limiter.rate_limited("submit", None)
+    assert limiter.status("submit")["learned_per_min"] == pytest.approx(5.0)
+
+
 def test_manual_pause_stops_submits_until_resume(make_world):
     store, queue = make_world()
     add_batch(store, "b", 2)
