@@ -143,8 +143,9 @@ def _secrets_of(settings: Settings) -> list[str]:
     fields = (settings.segmind_api_key, settings.webhook_secret, settings.flower_basic_auth,
               settings.redis_sentinel_password)  # fmt: skip
     secrets = [field.get_secret_value() for field in fields if field is not None]
-    if settings.flower_basic_auth is not None:
-        secrets.append(settings.flower_basic_auth.get_secret_value().partition(":")[2])
+    if settings.flower_basic_auth is not None:  # user1:pw1,user2:pw2
+        pairs = settings.flower_basic_auth.get_secret_value().split(",")
+        secrets += [pair.partition(":")[2] for pair in pairs]
     for url in (settings.redis_url, settings.effective_broker_url):
         secrets += [_password_in(part) for part in url.split(";") if _password_in(part)]
     return secrets

@@ -63,7 +63,8 @@ def _stale(part: str, stamped_at: float, now: float, max_age_s: float) -> list[s
     age_s = now - stamped_at
     if age_s < -max_age_s:  # else a clock set back would keep a dead worker alive for as long
         return [f"{part}: stamped {-age_s:.0f}s in the future (was the clock changed?)"]
-    return [f"{part}: last seen {age_s:.0f}s ago"] if age_s > max_age_s else []
+    # Not "age_s > max_age_s": a NaN stamp or --max-age-s nan made that False, a dead worker fresh
+    return [] if age_s <= max_age_s else [f"{part}: last seen {age_s:.0f}s ago"]
 
 
 _REPORT = TypeAdapter(HealthReport)

@@ -94,7 +94,9 @@ def option_value(args: Sequence[str], name: str) -> str | None:
 
 
 def check_basic_auth(credentials: str) -> None:
-    """``user:pass``, or several joined by commas (Flower splits its variable on commas)."""
+    """``user:pass``, or several joined by commas (Flower splits its variable on commas).
+    ASCII only: Flower compares credentials with ``hmac.compare_digest``, which raises on
+    other text, and every request, right or wrong, was answered 500."""
     for pair in credentials.split(","):
         user, colon, password = pair.partition(":")
         if not (user and colon and password):
@@ -102,18 +104,31 @@ def check_basic_auth(credentials: str) -> None:
                 "SEGQ_FLOWER_BASIC_AUTH must be user:password (several: user1:pw1,user2:pw2; "
                 "no commas inside a password)"
             )
+    if not credentials.isascii():
+        raise click.UsageError(
+            "SEGQ_FLOWER_BASIC_AUTH must be ASCII: Flower cannot check other characters"
+        )
+
+
+def check_port(options: Sequence[str]) -> None:
+    """Flower (tornado) takes ``--port=70000`` modulo 65536 and shows a traceback for ``abc``."""
+    port = option_value(options, "port")
+    if port is not None and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise click.UsageError(f"--port must be a number from 0 to 65535, not {port!r}")
 
 
 def flower_environment(
     settings: Settings, options: Sequence[str], environ: Mapping[str, str], *, no_auth: bool
 ) -> dict[str, str]:
-    """The environment Flower runs with: ours, plus its basic auth and cookie secret."""
+    """The environment Flower runs with: ours, less the API key (Flower never calls Segmind,
+    and a unit that loads the workers' env file would hand it over), plus its basic auth and
+    cookie secret."""
     if option_value(options, "basic_auth") is not None:
         raise click.UsageError(
             "--basic_auth would show the password to anyone running ps on this host; "
             "set SEGQ_FLOWER_BASIC_AUTH=user:pass instead"
         )
-    env = dict(environ)
+    env = {name: value for name, value in environ.items() if name != "SEGMIND_API_KEY"}
     basic_auth = settings.flower_basic_auth.get_secret_value() if settings.flower_basic_auth else ""
     if basic_auth:
         check_basic_auth(basic_auth)
@@ -168,6 +183,7 @@ def flower(no_auth: bool, flower_options: tuple[str, ...]) -> None:
     Basic auth comes from SEGQ_FLOWER_BASIC_AUTH=user:pass.
     """
     options = normalize_options(flower_options, flower_option_kinds())
+    check_port(options)
     env = flower_environment(get_settings(), options, os.environ, no_auth=no_auth)
     argv = flower_argv(options)
     os.execve(argv[0], argv, env)

@@ -14,12 +14,15 @@ import click
 from shared.settings import get_settings
 from shared.worker_health import DEFAULT_MAX_AGE_S, check
 
+MAX_AGE_LIMIT_S = 86400.0
+"""A day: a probe templated with ``inf`` (or 1e400) would call any dead worker fresh."""
+
 
 @click.command()
 @click.option("--ready", is_flag=True, help="Also require a live broker and job store connection.")
 @click.option(
     "--max-age-s",
-    type=click.FloatRange(min=1),
+    type=click.FloatRange(min=1, max=MAX_AGE_LIMIT_S),
     default=DEFAULT_MAX_AGE_S,
     show_default=True,
     help="Oldest stamp that still counts as fresh.",

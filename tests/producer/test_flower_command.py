@@ -134,3 +134,22 @@ def test_the_command_without_auth_exits_with_a_clear_message(monkeypatch):
     result = CliRunner().invoke(flower_module.flower, [])
     assert result.exit_code == 2
     assert "without authentication" in result.output
+
+
+def test_non_ascii_basic_auth_which_flower_cannot_compare_is_refused():
+    with pytest.raises(click.UsageError, match="must be ASCII"):
+        flower_environment(settings(flower_basic_auth="ädmin:pässwort"), [], {}, no_auth=False)
+
+
+def test_flower_is_not_handed_the_workers_api_key():
+    environ = {"SEGMIND_API_KEY": "SG_0123456789abcdef", "SEGQ_REDIS_URL": "redis://r:6379/0"}
+    env = flower_environment(settings(flower_basic_auth="a:b"), [], environ, no_auth=False)
+    assert "SEGMIND_API_KEY" not in env and env["SEGQ_REDIS_URL"] == "redis://r:6379/0"
+
+
+@pytest.mark.parametrize("port", ["70000", "abc", "-5", "²"])
+def test_a_port_flower_would_wrap_or_choke_on_is_a_usage_error(monkeypatch, port):
+    monkeypatch.setattr(flower_module, "get_settings", lambda: settings(flower_basic_auth="a:b"))
+    monkeypatch.setattr(flower_module.os, "execve", pytest.fail)
+    result = CliRunner().invoke(flower_module.flower, ["--port", port])
+    assert result.exit_code == 2 and "--port must be a number from 0 to 65535" in result.output

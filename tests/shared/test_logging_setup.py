@@ -131,3 +131,9 @@ def test_flower_password_is_redacted_too(configure):
     buffer = configure(flower_basic_auth="admin:s3cret-pass")
     logging.getLogger("x").warning("login admin s3cret-pass")
     assert "s3cret-pass" not in buffer.getvalue()
+
+
+def test_every_flower_users_password_is_redacted(configure):
+    buffer = configure(flower_basic_auth="admin:s3cret-pass,bob:b0b-secret-pw")
+    logging.getLogger("x").warning("logins s3cret-pass b0b-secret-pw")
+    assert "s3cret-pass" not in buffer.getvalue() and "b0b-secret-pw" not in buffer.getvalue()

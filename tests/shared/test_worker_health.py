@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+from click.testing import CliRunner
 
+from producer.commands.health import health
 from shared.worker_health import HealthReport, check, read_report, write_report
 
 NOW = 1_800_000_000.0
@@ -76,3 +79,17 @@ def test_a_missing_or_unreadable_file_is_a_problem_not_a_crash(tmp_path, content
         path.write_text(content)
     (problem,) = check(path, ready=False, max_age_s=60, now=NOW)
     assert str(path) in problem
+
+
+@pytest.mark.parametrize(("written_at", "max_age_s"), [(1000.0, math.nan), (math.nan, 60.0)])
+def test_nan_in_the_stamp_or_the_limit_fails_instead_of_calling_a_dead_worker_fresh(
+    written_at, max_age_s
+):
+    report = HealthReport(pid=1, hostname="w", written_at=written_at)
+    assert report.problems(now=2000.0, max_age_s=max_age_s, ready=False)
+
+
+@pytest.mark.parametrize("limit", ["inf", "1e400", "100000"])
+def test_the_probe_refuses_a_limit_that_would_call_any_dead_worker_fresh(tmp_path, limit):
+    result = CliRunner().invoke(health, ["--file", str(tmp_path / "h.json"), "--max-age-s", limit])
+    assert result.exit_code == 2 and "--max-age-s" in result.output
