@@ -308,8 +308,9 @@ def created_single(job: NewJob, outcome: Added) -> bool:
     answer a different request."""
     if outcome is Added.DIFFERS:
         raise InputError(
-            f"idempotency key: job {job.job_id} was enqueued with it and other parameters; "
-            "nothing was enqueued (use a new key for a new request)"
+            f"idempotency key: job {job.job_id} was enqueued with it and other parameters "
+            "or options (priority, callback, webhook); nothing was enqueued (use a new key "
+            "for a new request)"
         )
     return outcome is Added.CREATED
 

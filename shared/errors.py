@@ -41,15 +41,17 @@ class ConfigurationError(SegqError):
 
 
 class InputError(SegqError):
-    """Producer input that segq refuses; ``problems`` holds one line per invalid field or line."""
+    """Producer input that segq refuses; ``problems`` holds one line per invalid field or line,
+    or the message itself when the refusal names no field (a reused idempotency key, say), so
+    an app that answers with ``problems`` never sends an empty reason."""
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
-        self.problems = problems or []
+        self.problems = problems or [message]
 
     def __str__(self) -> str:
         head = super().__str__()
-        return "\n".join([head, *self.problems]) if self.problems else head
+        return head if self.problems == [head] else "\n".join([head, *self.problems])
 
 
 class JobNotFound(SegqError):

@@ -2,7 +2,9 @@
 -- include: job.lua
 -- Adds the jobs that do not exist yet; an existing id is left alone (that is the idempotency).
 -- A: batch_id|'', priority, callback_task|'', webhook_url|'', then (job_id, line|'', params) x n
--- Returns per job: 1 created, 0 existed with these params, 2 existed with other params.
+-- Returns per job: 1 created, 0 existed with these params, 2 existed with other params (for
+-- a job of no batch, also with another callback, webhook or priority: a batch's options are
+-- the batch's, checked as it opens).
 local batch_id, priority = A[1], A[2]
 local lane = lane_of(batch_id ~= '' and batch_id or nil, priority)
 local created, n, max_line = {}, 0, 0
@@ -10,7 +12,13 @@ for i = 5, #A, 3 do
   local job_id, line, params = A[i], A[i + 1], A[i + 2]
   local key = K.job .. job_id
   if redis.call('EXISTS', key) == 1 then
-    created[#created + 1] = redis.call('HGET', key, 'params') == params and 0 or 2
+    local same = redis.call('HGET', key, 'params') == params
+    if same and batch_id == '' then
+      local task, hook, held = unpack(redis.call('HMGET', key, 'callback_task', 'webhook_url',
+        'priority'))
+      same = (task or '') == A[3] and (hook or '') == A[4] and (held or 'bulk') == priority
+    end
+    created[#created + 1] = same and 0 or 2
   else
     local fields = {'state', 'queued', 'created_at', NOW, 'params', params}
     if batch_id ~= '' then

@@ -82,6 +82,24 @@ def test_an_idempotency_key_reused_for_other_parameters_is_refused(sync_producer
     assert sync_producer.store.state_counts()["queued"] == 1
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"priority": "interactive"}, {"callback": "apps.done"},
+     {"webhook_url": "http://127.0.0.1:9/hook"}],
+)  # fmt: skip
+def test_an_idempotency_key_reused_with_other_options_is_refused_with_a_reason(
+    sync_producer, options
+):
+    first = sync_producer.enqueue({"prompt": "a fox"}, idempotency_key="order-19")
+    with pytest.raises(InputError, match="other parameters or options") as refused:
+        sync_producer.enqueue({"prompt": "a fox"}, idempotency_key="order-19", **options)
+    assert refused.value.problems == [str(refused.value)]
+    stored = sync_producer.store.redis.hgetall(redis_keys.job(first.job_id))
+    assert not {"priority", "callback_task", "webhook_url"} & set(stored)
+    again = sync_producer.enqueue({"prompt": "a fox"}, idempotency_key="order-19")
+    assert again.created is False
+
+
 @pytest.mark.parametrize("key", [123, "", "k" * 257, b"bytes"])
 def test_an_idempotency_key_that_is_not_a_short_string_is_refused(sync_producer, key):
     with pytest.raises(InputError, match="idempotency_key: give a string of 1 to 256"):
