@@ -48,21 +48,27 @@ def _start_dispatcher(sender: Any = None, **_: Any) -> None:
 
 
 @worker_ready.connect
-def _warn_of_a_short_lease(**_: Any) -> None:
-    if warning := short_lease_warning(get_settings()):
+def _warn_of_risky_settings(**_: Any) -> None:
+    for warning in settings_warnings(get_settings()):
         log.warning("%s", warning)
 
 
-def short_lease_warning(settings: Settings) -> str | None:
-    """Not refused, since tests of recovery want short leases on purpose; but an operator who
-    shortened the lease for faster recovery should hear what it risks."""
-    if settings.lease_s >= 2 * settings.http_timeout_s:
-        return None
-    return (
-        f"SEGQ_LEASE_S={settings.lease_s:g} is less than twice SEGQ_HTTP_TIMEOUT_S="
-        f"{settings.http_timeout_s:g}: a submit still waiting on Segmind when its lease runs "
-        "out is published again, and Segmind may bill the job twice"
-    )
+def settings_warnings(settings: Settings) -> list[str]:
+    """Settings a worker runs with but an operator should hear about: not refused, since
+    recovery tests want short leases on purpose, and a fleet may have no webhooks at all."""
+    warnings = []
+    if settings.lease_s < 2 * settings.http_timeout_s:
+        warnings.append(
+            f"SEGQ_LEASE_S={settings.lease_s:g} is less than twice SEGQ_HTTP_TIMEOUT_S="
+            f"{settings.http_timeout_s:g}: a submit still waiting on Segmind when its lease "
+            "runs out is published again, and Segmind may bill the job twice"
+        )
+    if settings.webhook_secret is None:
+        warnings.append(
+            "SEGQ_WEBHOOK_SECRET is not set: jobs with a webhook_url are not told they ended "
+            "(their deliveries say why); callbacks are not affected"
+        )
+    return warnings
 
 
 @worker_shutting_down.connect

@@ -7,6 +7,8 @@ import click
 from shared.errors import ConfigurationError
 from shared.settings import get_settings
 
+HELP_OPTIONS = frozenset({"--help", "-h"})
+
 
 def worker_argv(concurrency: int, extra: tuple[str, ...]) -> list[str]:
     """Celery worker arguments: a threads pool (tasks wait on HTTP, never on the CPU), no gossip
@@ -31,10 +33,14 @@ def worker_argv(concurrency: int, extra: tuple[str, ...]) -> list[str]:
 def worker(celery_options: tuple[str, ...]) -> None:
     """Start a worker; any option of `celery worker` may follow (e.g. --concurrency=64)."""
     settings = get_settings()
-    if settings.segmind_api_key is None:  # its first submit's 401 would pause the whole fleet
+    argv = worker_argv(settings.worker_concurrency, celery_options)
+    if HELP_OPTIONS & set(celery_options):  # a host without the secret may read the options
+        click.echo(f"segq worker runs: celery {' '.join(argv[:-len(celery_options)])}\n"
+                   "Any option below may follow and wins. Celery's help:\n")  # fmt: skip
+    elif settings.segmind_api_key is None:  # its first submit's 401 would pause the fleet
         raise ConfigurationError(
             "SEGMIND_API_KEY is not set: a worker calls Segmind with it (the sandbox takes any key)"
         )
     from workers import app
 
-    app.worker_main(worker_argv(settings.worker_concurrency, celery_options))
+    app.worker_main(argv)
