@@ -144,7 +144,8 @@ def broker_queues(settings: Settings) -> list[Queue]:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    app = Celery("segq", include=["workers.tasks", "workers.signals"])
+    app = Celery("segq", include=["workers.tasks", "workers.signals"],
+                 events="workers.task_events:SegqEvents")  # fmt: skip
     app.conf.update(celery_config(settings or get_settings()))
     app.steps["consumer"].add(ConsumerStamp)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +139,34 @@ def test_flower_lists_the_worker_and_the_tasks_of_a_finished_job(flower, worker,
     # And nothing Flower serves contains the API key
     for path in ("/api/workers", "/api/tasks", "/metrics", "/api/task/types"):
         assert API_KEY not in api.get(path).text, path
+
+
+def test_flower_sees_every_task_of_a_busy_worker_end(flower, worker, api, redis_url):
+    # Given Flower seeing a worker's task events (one job shown end to end)
+    _, flower_process = flower
+    _, worker_process = worker
+    wait_until(lambda: shown_job(api, run_one_job(redis_url)), "Flower shows a job's tasks",
+               60, [flower_process, worker_process])  # fmt: skip
+    # When 120 jobs run at once, four task threads sending events while the loop flushes them
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        store = JobStore(client, retention_s=3600)
+        ids = [f"busy{n}" for n in range(120)]
+        store.add_jobs([NewJob(job_id, {"prompt": f"a pebble {job_id}"}) for job_id in ids],
+                       batch_id=None, options=JobOptions())  # fmt: skip
+        assert all(store.wait_job(job_id, timeout_s=120).state is JobState.COMPLETED
+                   for job_id in ids)  # fmt: skip
+    finally:
+        client.close()
+
+    # Then Flower shows every one of their tasks ended (none left RECEIVED or STARTED)
+    def states() -> Counter[str]:
+        tasks = api.get("/api/tasks").json().values()
+        return Counter(task["state"] for task in tasks if "'busy" in (task.get("args") or ""))
+
+    time.sleep(3)  # the worker flushes its buffered events every second or 24 events
+    seen = states()
+    assert set(seen) == {"SUCCESS"} and seen["SUCCESS"] >= 2 * len(ids), seen
 
 
 def counter_value(text: str, family_name: str, **labels: str) -> float:
