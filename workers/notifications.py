@@ -25,11 +25,12 @@ import httpx
 from kombu.exceptions import OperationalError
 
 from shared.errors import JobNotFound
+from shared.http_deadline import call_deadline
 from shared.job_codec import compact_json
 from shared.job_model import TERMINAL_STATES
 from shared.upstream_timing import compute_backoff_s
 from shared.webhook_signing import SIGNATURE_HEADER, sign
-from workers.runtime import Runtime
+from workers.runtime import WEBHOOK_TIMEOUT_S, Runtime
 
 log = logging.getLogger("segq.notify")
 
@@ -113,9 +114,11 @@ def _post_webhook(rt: Runtime, url: str, payload: dict[str, Any], attempt: int) 
     }
     try:
         request = rt.webhooks.build_request("POST", url, content=body, headers=headers)
-        # The status line is the answer: the body is never read, so a target that trickles
-        # one in cannot hold this thread past the notice's lease (and be told again).
-        response = rt.webhooks.send(request, stream=True)
+        # The status line is the answer, due within WEBHOOK_TIMEOUT_S in all, and the body is
+        # never read: a target that trickles either cannot hold this thread past the notice's
+        # lease (and be told again) nor a draining worker past its grace period.
+        with call_deadline(WEBHOOK_TIMEOUT_S):
+            response = rt.webhooks.send(request, stream=True)
         response.close()
     except httpx.HTTPError as exc:
         detail = f"{type(exc).__name__}: {exc}"

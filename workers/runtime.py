@@ -16,12 +16,14 @@ import httpx
 from shared.dispatch_queue import DispatchQueue
 from shared.fleet_durations import FleetDurations
 from shared.fleet_limiter import FleetLimiter
+from shared.http_deadline import deadline_transport
 from shared.job_store import JobStore
 from shared.metrics import FleetMetrics
 from shared.segmind_client import SegmindClient
 from shared.settings import Settings, get_settings
 
 WEBHOOK_TIMEOUT_S = 10.0
+"""A webhook's whole delivery, up to its status line (``shared.http_deadline``)."""
 METRICS_FLUSH_S = 1.0
 """Workers add their metrics up in memory and write them this often (``FleetMetrics``)."""
 
@@ -51,6 +53,8 @@ def runtime() -> Runtime:
         limiter=FleetLimiter(store.redis, settings),
         client=SegmindClient.from_settings(settings, on_answer=metrics.upstream_answer),
         durations=FleetDurations(store.redis),
-        webhooks=httpx.Client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False),
+        webhooks=httpx.Client(
+            timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False, transport=deadline_transport()
+        ),
         metrics=metrics,
     )

@@ -44,7 +44,10 @@ def notify(job_id: str) -> None:
     """Tells a job's callback task and webhook that it ended. Targets that fail are tried again
     with backoff, not by a countdown message but by the job store's ``segq:notify`` schedule,
     which also survives this worker dying mid-delivery."""
-    deliver_notifications(runtime(), job_id, app.send_task)
+    if is_draining():  # due again at once, for a worker that is not stopping
+        runtime().queue.notice_later(job_id, 0.0)
+    else:
+        deliver_notifications(runtime(), job_id, app.send_task)
 
 
 def publish_plan(plan: DispatchPlan) -> None:

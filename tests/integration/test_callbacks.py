@@ -151,6 +151,22 @@ def test_a_receiver_that_trickles_its_answer_is_told_once_not_once_per_lease(mak
     assert [(d["attempt"], d["ok"]) for d in webhook_deliveries(fleet, job_id)] == [(1, True)]
 
 
+def test_a_receiver_that_trickles_its_status_line_is_given_up_on_in_time(make_fleet):
+    # Given a receiver that sends its status line and headers a byte a second (40 s in all)
+    fleet = make_fleet(SEGQ_WEBHOOK_SECRET=SECRET)
+    fleet.start_worker(2)
+    with run_webhook_receiver(trickle_s=1.0, trickle_status=True) as receiver:
+        [job_id] = fleet.add([{"prompt": "a slow heron"}], JobOptions(webhook_url=receiver.url))
+        # When the job ends and its webhook is sent
+        fleet.wait_all([job_id], timeout_s=60)
+        started = time.monotonic()
+        # Then the try ends within the delivery's 10 s (not when the answer is whole), failed
+        [delivery] = wait_until(lambda: webhook_deliveries(fleet, job_id), "a delivery", 25,
+                                fleet.workers)  # fmt: skip
+        assert time.monotonic() - started < 20
+    assert (delivery["ok"], delivery["detail"].split(":")[0]) == (False, "ReadTimeout")
+
+
 def test_failing_callbacks_never_change_the_jobs_outcome(make_fleet):
     # Given a callback task that raises and a webhook that always answers 500, tried twice
     fleet = make_fleet(SEGQ_WEBHOOK_SECRET=SECRET, SEGQ_WEBHOOK_MAX_ATTEMPTS="2")

@@ -37,7 +37,9 @@ class WebhookReceiver:
     then_status: int
     trickle_s: float = 0.0
     """Above 0: every answer promises a body of ``TRICKLED_BYTES`` and sends it a byte per
-    ``trickle_s`` (a slow or stuck receiver behind a prompt status line)."""
+    ``trickle_s`` (a slow or stuck receiver behind a prompt status line); with
+    ``trickle_status``, the status line and headers come a byte per ``trickle_s`` too."""
+    trickle_status: bool = False
     url: str = ""
     posts: list[ReceivedPost] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -55,23 +57,33 @@ class WebhookReceiver:
 
 @contextmanager
 def run_webhook_receiver(
-    script: Sequence[int] = (), then_status: int = 200, trickle_s: float = 0.0
+    script: Sequence[int] = (),
+    then_status: int = 200,
+    trickle_s: float = 0.0,
+    trickle_status: bool = False,
 ) -> Iterator[WebhookReceiver]:
     """A receiver on 127.0.0.1 and a free port, stopped on exit (also when the test fails)."""
-    receiver = WebhookReceiver(list(script), then_status, trickle_s)
+    receiver = WebhookReceiver(list(script), then_status, trickle_s, trickle_status)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status = receiver.answer(self.path, dict(self.headers.items()), body)
+            if trickle_status:
+                head = f"HTTP/1.1 {status} OK\r\nContent-Length: 0\r\n\r\n".encode()
+                self.trickle([head[n : n + 1] for n in range(len(head))])
+                return
             self.send_response(status)
             self.send_header("Content-Length", str(TRICKLED_BYTES if trickle_s else 0))
             self.end_headers()
             self.wfile.flush()
-            for _ in range(TRICKLED_BYTES if trickle_s else 0):
+            self.trickle([b" "] * (TRICKLED_BYTES if trickle_s else 0))
+
+        def trickle(self, pieces: list[bytes]) -> None:
+            for piece in pieces:
                 time.sleep(trickle_s)
                 try:
-                    self.wfile.write(b" ")
+                    self.wfile.write(piece)
                     self.wfile.flush()
                 except OSError:  # the client stopped listening: what a good one does
                     return

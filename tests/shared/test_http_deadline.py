@@ -1,0 +1,60 @@
+"""A whole-call deadline over real sockets: a server that trickles its status line within
+every read timeout is given up on when the call's time is up, and only then."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from shared.http_deadline import call_deadline, deadline_transport
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    """Answers each request a byte every 20 ms (about 0.8 s in all), on a free port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                for n in range(len(ANSWER)):
+                    if stop.is_set():
+                        return
+                    time.sleep(0.02)
+                    try:
+                        conn.sendall(ANSWER[n : n + 1])
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_a_trickled_answer_ends_the_call_when_its_deadline_passes(trickling_server):
+    with httpx.Client(transport=deadline_transport(), timeout=5.0) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout), call_deadline(0.3):
+            client.get(trickling_server)
+        assert time.monotonic() - started < 0.6
+        # outside a deadline, only httpx's own per-step timeouts apply: the answer arrives
+        assert client.get(trickling_server).text == "ok"
