@@ -21,8 +21,10 @@ number of buckets); the collector accumulates them. Histograms: ``inference_seco
 
 Metrics served (the ``segq_`` prefix is the exporter's):
 
-- ``segq_jobs{state}`` (gauge): jobs in each state now, from ``segq:stats`` (finished jobs
-  count until their retention ends).
+- ``segq_jobs{state}`` (gauge): jobs in each state, from ``segq:stats``, which the job scripts
+  move as jobs change state. An expiring record moves nothing (no script sees it go), so
+  finished counts are since the store began, and a record that expired still queued stays
+  queued.
 - ``segq_upstream_answers_total{kind,http_status}`` (counter): Segmind's answers by call
   (``submit``, ``status``, ``result``) and HTTP status; ``http_status="none"`` is no answer
   (connection error, timeout).
@@ -323,7 +325,9 @@ def _decoded(value: Any) -> Any:
 
 
 def _jobs_family(stats: dict[str, str]) -> Metric:
-    jobs = GaugeMetricFamily("segq_jobs", "Jobs in each state (until retention).", labels=["state"])
+    jobs = GaugeMetricFamily(
+        "segq_jobs", "Jobs in each state, expired records included.", labels=["state"]
+    )
     for state in JobState:
         jobs.add_metric([state.value], float(stats.get(state.value, 0)))
     return jobs
