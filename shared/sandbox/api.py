@@ -21,9 +21,11 @@ from pydantic import ValidationError
 from shared.request_model import MODEL_SLUG, GenerationRequest
 from shared.sandbox.account import forbidden_refusal, key_refusal
 from shared.sandbox.answers import (
+    NOT_JSON,
     error_answer,
     html_page,
     json_answer,
+    json_body,
     not_found_answer,
     plain_text_answer,
     rate_limited_answer,
@@ -141,9 +143,8 @@ class UpstreamApi:
         self, request: web.Request
     ) -> tuple[Output, str | None] | web.Response:
         """The job's output and its late failure (late validation), or the 400 that refuses it."""
-        try:
-            body = await request.json()
-        except ValueError:
+        body = await json_body(request)
+        if body is NOT_JSON:
             return error_answer(400, "Request body is not valid JSON")
         if not isinstance(body, dict):
             return error_answer(400, "body: the request body must be a JSON object")
@@ -252,7 +253,7 @@ class UpstreamApi:
             job is None
             or job.state_at(now) != COMPLETED
             or now >= job.finishes_at + self.state.config.media_retention_s
-            or not index.isdigit()
+            or not (index.isascii() and index.isdigit() and str(int(index)) == index)
             or int(index) >= job.output.batch_size
             or FORMAT_BY_EXTENSION.get(extension) != job.output.image_format
         ):

@@ -18,7 +18,7 @@ import time
 from aiohttp import web
 from pydantic import ValidationError
 
-from shared.sandbox.answers import error_answer, json_answer
+from shared.sandbox.answers import error_answer, json_answer, json_body
 from shared.sandbox.api import validation_message
 from shared.sandbox.state import SandboxState
 
@@ -41,10 +41,7 @@ class ControlApi:
         return json_answer(200, config.model_dump())
 
     async def patch_faults(self, request: web.Request) -> web.Response:
-        try:
-            patch = await request.json()
-        except ValueError:
-            return error_answer(400, "the body must be a JSON object of sandbox settings")
+        patch = await json_body(request)
         if not isinstance(patch, dict):
             return error_answer(400, "the body must be a JSON object of sandbox settings")
         try:

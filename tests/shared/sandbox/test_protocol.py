@@ -242,13 +242,25 @@ def test_invalid_body_answers_400_naming_the_field(client, body: object, field: 
     assert answer.json()["error"].startswith(f"{field}: ")
 
 
-def test_body_that_is_not_json_answers_400(client) -> None:
-    answer = client.post(
-        SUBMIT_PATH, content=b"prompt=a fox", headers={"Content-Type": "application/json"}
-    )
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [(b"prompt=a fox", "application/json"),
+     (b'{"prompt": "a fox"}', "application/json; charset=no-such-charset"),
+     (b"[" * 100_000 + b"]" * 100_000, "application/json")],
+)  # fmt: skip
+def test_body_that_is_not_json_answers_400(client, content: bytes, content_type: str) -> None:
+    answer = client.post(SUBMIT_PATH, content=content, headers={"Content-Type": content_type})
 
     assert answer.status_code == 400
     assert "JSON" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("name", ["\u00b2.jpg", "\u0966.jpg", "00.jpg", "+0.jpg"])
+def test_media_names_other_than_the_index_itself_are_not_found(sandbox, client, name) -> None:
+    request_id = submit(client)
+    assert wait_finished(client, request_id).json()["status"] == "COMPLETED"
+    assert client.get(f"{sandbox.url}/media/{request_id}/0.jpg").status_code == 200
+    assert client.get(f"{sandbox.url}/media/{request_id}/{name}").status_code == 404
 
 
 def test_late_validation_accepts_a_bad_body_that_then_fails(make_sandbox, make_client) -> None:
