@@ -257,6 +257,13 @@ class DispatchQueue:
             reply = self.store.run_script("finish", job_id, state.value, kind, *fields)
         return Ending.from_reply(reply)
 
+    def count_interrupted_submit(self, job_id: str) -> None:
+        """A submit of this job may have reached Segmind unrecorded (``AnswerLost``)."""
+        key = redis_keys.job(job_id)
+        with store_errors():
+            if self.store.redis.exists(key):  # held by this task's claim; never a stray key
+                self.store.redis.hincrby(key, "interrupted_submits", 1)
+
     def notice_done(self, job_id: str) -> None:
         """Everybody was told of the job's ending, or its tries are spent."""
         with store_errors():

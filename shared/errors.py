@@ -99,6 +99,13 @@ class TransientError(UpstreamError):
     kind = "transient"
 
 
+class AnswerLost(TransientError):
+    """A submit whose answer was lost after it went out (no answer, a cut-off one, a gateway's
+    502/504, a 2xx without a request id): Segmind may have queued the job, and submitting it
+    again may bill it twice. Without an idempotency key upstream nobody can tell, so the retry
+    goes ahead and is counted on the job (``interrupted_submits``)."""
+
+
 class RateLimited(UpstreamError):
     """429: the account's budget for this window is spent.
 

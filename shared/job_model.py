@@ -72,7 +72,8 @@ class Job(BaseModel):
     params: dict[str, Any] = {}
     deliveries: list[dict[str, Any]] = []
     interrupted_submits: int = 0
-    """Submits whose worker died between sending and recording: each may have been paid."""
+    """Submits that may have reached Segmind unrecorded: their worker died between sending
+    and recording, or their answer was lost (``AnswerLost``). Each may have been paid."""
 
     @property
     def is_terminal(self) -> bool:

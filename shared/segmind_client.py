@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.errors import JobRejected, RequestExpired, TransientError
+from shared.errors import AnswerLost, JobRejected, RequestExpired, TransientError
 from shared.request_model import MODEL_SLUG
 from shared.settings import Settings
 from shared.upstream_answers import (
@@ -151,7 +151,12 @@ class SegmindClient:
             raise JobRejected(f"request body is not JSON: {exc}") from exc
         path = "/v2/" + quote(self.model_slug, safe="")
         headers = {"Content-Type": "application/json"}
-        return parse_submit(self._call("submit", path, content=content, headers=headers))
+        try:
+            return parse_submit(self._call("submit", path, content=content, headers=headers))
+        except TransientError as exc:
+            if _may_have_been_accepted(exc):
+                raise AnswerLost(exc.detail, exc.http_status) from exc.__cause__ or exc
+            raise
 
     def status(self, request_id: str) -> StatusAnswer:
         """``GET /v2/requests/{id}/status``; FAILED raises ``InferenceFailed``."""
@@ -247,9 +252,13 @@ class SegmindClient:
         for chunk in response.iter_bytes():
             size += len(chunk)
             if size > MAX_BODY_BYTES:
-                raise TransientError(f"answer larger than {MAX_BODY_BYTES} bytes, not read")
+                raise TransientError(
+                    f"answer larger than {MAX_BODY_BYTES} bytes, not read", response.status_code
+                )
             if deadline is not None and time.monotonic() > deadline:
-                raise TransientError("answer still arriving when the call's time was up")
+                raise TransientError(
+                    "answer still arriving when the call's time was up", response.status_code
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -275,6 +284,21 @@ def _unescaped_json(content: bytes) -> bytes:
         return json.dumps(json.loads(content), ensure_ascii=False).encode()
     except ValueError:
         return content
+
+
+_ANSWER_LOST = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError)
+"""Failures after the request went out: Segmind may have acted on it."""
+GATEWAY_STATUSES = (502, 504)
+"""A gateway's answer for an origin that did not answer it in time, or at all."""
+
+
+def _may_have_been_accepted(exc: TransientError) -> bool:
+    """A transient submit failure after which Segmind may hold (and bill) the job: the answer
+    was lost on the way back, cut off, a gateway's, or a 2xx without a usable request id."""
+    status = exc.http_status
+    if status is None:
+        return isinstance(exc.__cause__, _ANSWER_LOST)
+    return status in GATEWAY_STATUSES or 200 <= status < 300
 
 
 def _describe(exc: Exception) -> str:

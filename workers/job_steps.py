@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from shared.dispatch_queue import PollHold, PollTicket, Submitted
 from shared.errors import (
     AccountError,
+    AnswerLost,
     JobRejected,
     RateLimited,
     StoreError,
@@ -74,6 +75,8 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         _fail(rt, job_id, JobFailure.from_error(exc))
         return False
     except TransientError as exc:
+        if isinstance(exc, AnswerLost):
+            rt.queue.count_interrupted_submit(job_id)
         _retry(rt, job_id, claim.attempts, exc, SUBMIT_BACKOFF_CAP_S)
         return False
     first_poll_in_s = _next_poll_in(rt, elapsed_s=0.0, polls=0)

@@ -82,15 +82,19 @@ class UpstreamApi:
         totals = self.state.totals
         if fault == DROP:
             totals.dropped += 1
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()  # aiohttp cannot write it and lets the connection go quietly
+            return self._dropped(request)
         totals.errors_injected[fault] += 1
         if fault == OUTAGE:
             return html_page(503)
         if fault == "500":
             return error_answer(500, "Internal Server Error")
         return html_page(int(fault))
+
+    @staticmethod
+    def _dropped(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response()  # aiohttp cannot write it and lets the connection go quietly
 
     def _admission(self, request: web.Request, kind: str) -> web.Response | None:
         """401 without a valid key, 429 past the key's limit for this kind of call."""
@@ -171,6 +175,9 @@ class UpstreamApi:
             return self.refuse(plain_text_answer(406, refusal))
         origin = sys.intern(state.config.public_url or f"{request.scheme}://{request.host}")
         job = state.create_job(output, origin, time.time(), late_error)
+        if state.faults.loses_answer(state.config):
+            state.totals.lost_answers += 1
+            return self._dropped(request)
         urls = f"{origin}/v2/requests/{job.request_id}"
         return json_answer(
             200,

@@ -139,6 +139,13 @@ class SandboxConfig(BaseModel):
         le=1,
         description="Chance the connection is closed before anything is done.",
     )
+    lost_answer_probability: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Chance a submit is accepted (and billed) but its connection closes before "
+        "the answer: the client cannot tell it from a drop.",
+    )
     slow_probability: float = Field(
         default=0.0, ge=0, le=1, description="Chance an answer is delayed."
     )

@@ -41,6 +41,11 @@ class FaultDraws:
                 return str(status)
         return None
 
+    def loses_answer(self, config: SandboxConfig) -> bool:
+        """Whether this accepted submit's answer is lost on the way back."""
+        probability = config.lost_answer_probability
+        return bool(probability) and self._rng.random() < probability
+
     def slow_s(self, config: SandboxConfig) -> float:
         """How long to hold this answer back (0 for most)."""
         if config.slow_probability and self._rng.random() < config.slow_probability:

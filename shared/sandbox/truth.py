@@ -31,6 +31,8 @@ class Totals:
     result_fetches: int = 0
     media_fetches: int = 0
     dropped: int = 0
+    lost_answers: int = 0
+    """Submits accepted, and billed, whose answer was dropped (``lost_answer_probability``)."""
     slowed: int = 0
     rate_limited: Counter[str] = field(default_factory=Counter)
     errors_injected: Counter[str] = field(default_factory=Counter)
@@ -43,6 +45,7 @@ class Totals:
             "result_fetches": self.result_fetches,
             "media_fetches": self.media_fetches,
             "dropped": self.dropped,
+            "lost_answers": self.lost_answers,
             "slowed": self.slowed,
             "rate_limited": {"submit": 0, "poll": 0, **self.rate_limited},
             "errors_injected": {**dict.fromkeys(INJECTED, 0), **self.errors_injected},

@@ -80,6 +80,20 @@ def test_gateway_errors_and_dropped_connections_are_retried_until_every_job_comp
     assert sorted(fleet.submits_per_request().values()) == [1] * 40
 
 
+def test_a_submit_whose_answer_is_lost_is_submitted_again_and_counted_on_its_job(make_fleet):
+    # Given a sandbox that accepts (and bills) one submit in four but loses its answer
+    fleet = make_fleet(sandbox={"lost_answer_probability": 0.25}, SEGQ_MAX_ATTEMPTS="12")
+    fleet.start_worker(concurrency=8)
+    # When 24 jobs run through it
+    prompts = [f"a lost letter {n}" for n in range(24)]
+    jobs = fleet.wait_all(fleet.add({"prompt": p} for p in prompts), timeout_s=100)
+    # Then all completed, and every extra submit Segmind billed is counted on its job
+    assert [job.state for job in jobs] == [JobState.COMPLETED] * 24
+    submits = fleet.submits_per_request()
+    assert fleet.sandbox.truth()["totals"]["lost_answers"] > 0
+    assert [submits[p] - 1 for p in prompts] == [job.interrupted_submits for job in jobs]
+
+
 def test_a_request_id_that_expired_before_its_result_was_read_fails_as_expired(make_fleet):
     # Given a sandbox that forgets finished requests at once
     fleet = make_fleet(sandbox={"retention_s": 0.001})

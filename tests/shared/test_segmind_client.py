@@ -16,6 +16,7 @@ import pytest
 from shared import segmind_client
 from shared.errors import (
     AccountError,
+    AnswerLost,
     InferenceFailed,
     JobRejected,
     RateLimited,
@@ -210,7 +211,7 @@ FAILED_BODY = {
         ("submit", 500, {"error": "Internal server error"}, TransientError,
          "Internal server error"),
         ("status", 500, b"oops", TransientError, "oops"),
-        ("submit", 502, HTML_502, TransientError, "502 Bad Gateway"),
+        ("submit", 502, HTML_502, AnswerLost, "502 Bad Gateway"),
         ("status", 503, HTML_503, TransientError, "Service Unavailable try later"),
         ("result", 504, b"", TransientError, "Gateway Timeout (empty body)"),
         ("status", 408, b"", TransientError, "Request Timeout (empty body)"),
@@ -241,7 +242,15 @@ def test_a_completed_body_is_an_answer_whatever_the_code(client, upstream, code)
 @pytest.mark.parametrize("body", [b"", b"<html>ok</html>", b'{"request_id": "req-1", "sta'])
 def test_a_2xx_that_is_not_json_is_transient(client, upstream, name, body):
     upstream.answer(200, body)
-    assert type(raised(client, name)) is TransientError
+    # a submit's 2xx may have queued the job: its retry is counted (AnswerLost)
+    assert type(raised(client, name)) is (AnswerLost if name == "submit" else TransientError)
+
+
+@pytest.mark.parametrize(("code", "lost"), [(500, False), (502, True), (503, False), (504, True)])
+def test_a_submit_answered_by_a_gateway_may_have_been_accepted(client, upstream, code, lost):
+    upstream.answer(code, b"<html>Bad Gateway</html>")
+    assert type(raised(client, "submit")) is (AnswerLost if lost else TransientError)
+    assert type(raised(client, "status")) is TransientError
 
 
 def _http_date(delta_s: float) -> str:
@@ -294,7 +303,8 @@ def test_every_httpx_failure_is_transient_and_chained(client, upstream, exc, nam
 
     upstream.handler = fail
     error = raised(client, name)
-    assert type(error) is TransientError
+    sent = isinstance(exc, (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError))
+    assert type(error) is (AnswerLost if sent and name == "submit" else TransientError)
     assert error.__cause__ is exc
     assert type(exc).__name__ in error.detail and error.http_status is None
 
@@ -366,7 +376,8 @@ def test_an_answer_larger_than_the_cap_is_refused_unread(client, upstream, monke
     monkeypatch.setattr(segmind_client, "MAX_BODY_BYTES", 100)
     upstream.answer(200, {"status": "COMPLETED", "output": "https://x.example/" + "a" * 100})
     error = raised(client, name)
-    assert type(error) is TransientError and "answer larger than 100 bytes" in error.detail
+    assert isinstance(error, TransientError) and "answer larger than 100 bytes" in error.detail
+    assert type(error) is (AnswerLost if name == "submit" else TransientError)
 
 
 class Trickle(httpx.SyncByteStream):

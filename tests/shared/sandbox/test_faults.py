@@ -188,6 +188,20 @@ def test_dropped_connection_gets_no_answer_and_no_job(make_sandbox, make_client)
     assert (totals["dropped"], totals["submits"]) == (1, 0)
 
 
+def test_a_lost_answer_is_a_drop_to_the_client_but_a_job_in_the_truth(
+    make_sandbox, make_client
+) -> None:
+    sandbox = make_sandbox(lost_answer_probability=1.0)
+    client = make_client(sandbox.url)
+
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        client.post(SUBMIT_PATH, json={"prompt": "a fox"})
+
+    truth = sandbox.truth()
+    assert (truth["totals"]["lost_answers"], truth["totals"]["submits"]) == (1, 1)
+    assert len(truth["requests"]) == 1
+
+
 def test_slow_answers_are_held_back(make_sandbox, make_client) -> None:
     sandbox = make_sandbox(slow_probability=1.0, slow_s=0.3)
     client = make_client(sandbox.url)
