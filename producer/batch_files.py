@@ -77,10 +77,10 @@ class BatchFile:
         self, path: Path, file_format: str | None, *, max_file_bytes: int, max_line_bytes: int
     ) -> None:
         self.path = path
+        size = self._size()  # first: a pipe told to pass --format would then be refused
         self.format = format_of(path, file_format)
         self.max_line_bytes = max_line_bytes
         self.sha256 = ""
-        size = self._size()
         if size > max_file_bytes:
             raise InputError(f"{path}: {size:,} bytes; the limit is {max_file_bytes:,} "
                              "(SEGQ_MAX_FILE_BYTES)")  # fmt: skip

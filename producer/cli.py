@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import sys
 
 import click
 
@@ -17,6 +19,8 @@ command is a new module and nothing else changes."""
 
 INTERRUPTED_EXIT_STATUS = 130
 """Ctrl-C: 128 + SIGINT, what a shell reports for a command it interrupted."""
+BROKEN_PIPE_EXIT_STATUS = 141
+"""128 + SIGPIPE, quietly, as a shell's own tools end when the reader of their output has gone."""
 
 
 class LazyCommands(dict[str, click.Command]):
@@ -58,6 +62,9 @@ class SegqGroup(click.Group):
             return super().invoke(ctx)
         except SegqError as exc:
             raise click.ClickException(str(exc)) from exc
+        except BrokenPipeError:  # `segq export ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for exit's flush
+            raise click.exceptions.Exit(BROKEN_PIPE_EXIT_STATUS) from None
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from exc

@@ -132,9 +132,12 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
     assigned: dict[str, str] = {}
     for pair in pairs:
         name, equals, value = pair.partition("=")
-        if not equals or not name.strip():
+        name = name.strip()
+        if not equals or not name:
             raise InputError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set steps=8")
-        assigned[name.strip()] = value
+        if name in assigned:  # one of them would be dropped without a word
+            raise InputError(f"--set {name} is given twice ({assigned[name]!r}, {value!r})")
+        assigned[name] = value
     return assigned
 
 

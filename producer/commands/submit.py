@@ -37,7 +37,10 @@ def submit(
     as_json: bool,
 ) -> None:  # fmt: skip
     """Enqueue one job; prints its id (with --json: {"job_id", "created"})."""
-    request = {**defaults_from(assignments), "prompt": prompt}
+    defaults = defaults_from(assignments)
+    if "prompt" in defaults:
+        raise click.UsageError("--set prompt=... would be ignored: give the prompt with --prompt")
+    request = {**defaults, "prompt": prompt}
     with open_producer() as producer:
         job = producer.enqueue(request, idempotency_key=idempotency_key, priority=priority,
                                callback=callback_task, webhook_url=webhook_url)  # fmt: skip

@@ -139,6 +139,10 @@ def test_a_pipe_is_refused_before_reading_since_the_enqueue_pass_would_find_it_e
     os.mkfifo(fifo)
     with pytest.raises(InputError, match=r"not a regular file \(a pipe\?\)"):
         BatchFile(fifo, None, **LIMITS)
+    stdin = tmp_path / "stdin"  # /dev/stdin: no extension, yet --format is not the way out
+    os.mkfifo(stdin)
+    with pytest.raises(InputError, match=r"not a regular file \(a pipe\?\)"):
+        BatchFile(stdin, None, **LIMITS)
 
 
 @pytest.mark.parametrize(
