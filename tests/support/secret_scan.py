@@ -93,7 +93,9 @@ class RedisMonitor:
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> RedisMonitor:
-        self._client = redis.Redis.from_url(self.url)
+        # No read timeout: a quiet spell longer than the URL's (a loaded machine between two
+        # dispatcher steps) ended the reading thread and left nothing to scan.
+        self._client = redis.Redis.from_url(self.url, socket_timeout=None)
         monitor = self._client.monitor()
         self._monitor = monitor.__enter__()
         self._thread = threading.Thread(target=self._read, daemon=True)
