@@ -29,6 +29,8 @@ class DispatchPlan:
     polls: list[tuple[str, str]]
     wake_in_s: float
     notices: list[str] = field(default_factory=list)
+    interactive: frozenset[str] = frozenset()
+    """Which of ``submits`` are interactive jobs (published to their own queue)."""
 
     @property
     def size(self) -> int:
@@ -138,12 +140,18 @@ class DispatchQueue:
                 s.poll_rate_limit or 0, s.rate_safety, s.account_pause_seconds,
                 "1" if s.rate_limiter == "fleet" else "0", s.dispatch_idle_s,
             )  # fmt: skip
-        n_submits, n_notices = int(reply[1]), int(reply[2])
-        submits = list(reply[3 : 3 + n_submits])
-        notices = list(reply[3 + n_submits : 3 + n_submits + n_notices])
-        rest = reply[3 + n_submits + n_notices :]
-        polls = [(rest[i], str(rest[i + 1])) for i in range(0, len(rest), 2)]
-        return DispatchPlan(submits, polls, float(reply[0]), notices)
+        n_submits, n_notices, n_interactive = int(reply[1]), int(reply[2]), int(reply[3])
+        submits_end = 4 + n_submits
+        notices_end = submits_end + n_notices
+        interactive_end = notices_end + n_interactive
+        rest = reply[interactive_end:]
+        return DispatchPlan(
+            submits=list(reply[4:submits_end]),
+            polls=[(rest[i], str(rest[i + 1])) for i in range(0, len(rest), 2)],
+            wake_in_s=float(reply[0]),
+            notices=list(reply[submits_end:notices_end]),
+            interactive=frozenset(reply[notices_end:interactive_end]),
+        )
 
     def begin_submit(self, job_id: str) -> SubmitClaim:
         """Claims the submit if the fleet's gate lets it call now (one script call: the task

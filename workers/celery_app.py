@@ -21,7 +21,7 @@ The broker is Redis (``SEGQ_REDIS_URL``, or ``SEGQ_BROKER_URL=redis://...``) or 
 - Prefetch: ``worker_prefetch_multiplier`` 2, so a worker reserves at most twice its threads.
   On Redis that is one limit for the worker's channel; on RabbitMQ quorum queues have no
   global QoS, so Celery sets it per consumer, i.e. per queue (up to 2 x threads of each of the
-  three queues), and cannot raise it later; nothing needs raising, as no message has a countdown.
+  four queues), and cannot raise it later; nothing needs raising, as no message has a countdown.
   ``worker_enable_prefetch_count_reduction`` off: its restore step runs in task threads on the
   threads pool and stalled workers for good after a RabbitMQ reconnect (see the comment below).
 - Reconnecting: ``broker_connection_retry`` and ``broker_connection_max_retries`` None: a worker
@@ -32,7 +32,8 @@ The broker is Redis (``SEGQ_REDIS_URL``, or ``SEGQ_BROKER_URL=redis://...``) or 
 - No publisher confirms: a message RabbitMQ loses before it reaches its disk (a crash right
   after the publish) is published again when its job's lease runs out; confirms would make
   every dispatcher publish wait for a quorum write for no guarantee the leases do not give.
-- Three queues, so polls are never stuck behind a window of submits.
+- Four queues, so polls are never stuck behind a window of submits, nor an interactive job's
+  submit behind a window of bulk ones (the consumer takes from each queue in turn).
 - Task messages carry job ids only (and a poll token): Flower shows what runs, not prompts.
 
 RabbitMQ specifics are in ``broker_queues`` and ``workers/consumer.py``.
@@ -48,9 +49,11 @@ from shared.settings import Settings, get_settings
 from workers.health import ConsumerStamp
 
 SUBMIT_QUEUE = "segq-submits"
+INTERACTIVE_SUBMIT_QUEUE = "segq-submits-interactive"
+"""Interactive jobs' submits: in SUBMIT_QUEUE they waited behind a window of bulk submits."""
 POLL_QUEUE = "segq-polls"
 NOTIFY_QUEUE = "segq-notify"
-ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, NOTIFY_QUEUE)
+ALL_QUEUES = (INTERACTIVE_SUBMIT_QUEUE, SUBMIT_QUEUE, POLL_QUEUE, NOTIFY_QUEUE)
 QUORUM_DELIVERY_LIMIT = 10
 BROKER_HEARTBEAT_S = 30
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
@@ -121,7 +124,7 @@ def broker_transport(broker_url: str) -> str | None:
 
 
 def broker_queues(settings: Settings) -> list[Queue]:
-    """segq's three queues; on RabbitMQ, durable quorum queues on direct exchanges.
+    """segq's four queues; on RabbitMQ, durable quorum queues on direct exchanges.
 
     Why quorum: in a cluster they are replicated (Raft), so a node's loss loses no message and
     the queue stays available; classic mirrored queues are deprecated (gone in RabbitMQ 4).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from shared.dispatch_queue import DispatchPlan
-from workers.celery_app import app
+from workers.celery_app import INTERACTIVE_SUBMIT_QUEUE, SUBMIT_QUEUE, app
 from workers.draining import is_draining
 from workers.job_steps import poll_job, submit_job
 from workers.notifications import deliver_notifications
@@ -58,7 +58,8 @@ def publish_plan(plan: DispatchPlan) -> None:
     each ``apply_async`` a round trip of its own while 30 task threads compete for the GIL."""
     with app.producer_or_acquire() as producer, producer.batch():
         for job_id in plan.submits:
-            submit.apply_async((job_id,), producer=producer)
+            queue = INTERACTIVE_SUBMIT_QUEUE if job_id in plan.interactive else SUBMIT_QUEUE
+            submit.apply_async((job_id,), producer=producer, queue=queue)
         for job_id, token in plan.polls:
             poll.apply_async((job_id, token), producer=producer)
         for job_id in plan.notices:

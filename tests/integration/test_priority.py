@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from shared import redis_keys
 from tests.support.backlog import (
     INTERACTIVE,
     enqueue_bulk_backlog,
@@ -96,3 +97,20 @@ def test_bulk_keeps_every_fourth_slot_while_interactive_jobs_keep_arriving(fleet
     assert len(window) >= 20, window
     assert bulk_share == pytest.approx(BULK_SHARE_WHEN_BOTH_WAIT, abs=0.08), window
     assert_never_refused(fleet)
+
+
+def test_an_interactive_job_skips_a_broker_window_full_of_bulk_submits(make_fleet):
+    # Given no known rate limit and submits Segmind answers in 0.5 s: the dispatcher fills the
+    # broker window (500) with bulk submits, half a minute of work for 8 threads
+    fleet = make_fleet(sandbox={"slow_probability": 1.0, "slow_s": 0.5})
+    fleet.start_worker(8)
+    batch_id = enqueue_bulk_backlog(fleet.store, 3000)
+    try:
+        wait_until(lambda: fleet.store.redis.zcard(redis_keys.DISPATCHED) >= 400,
+                   "a window of bulk submits", 30, fleet.workers)  # fmt: skip
+        # When a person's job is enqueued
+        latency_s = interactive_latency_s(fleet, "a portrait, now", timeout_s=90)
+    finally:
+        fleet.store.cancel_batch(batch_id)
+    # Then it reaches Segmind in seconds, from a queue of its own, not after the window's
+    assert latency_s < 10, f"{latency_s:.1f} s"
