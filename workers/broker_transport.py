@@ -1,4 +1,5 @@
-"""kombu's Redis transport, with one Redis client per channel instead of one per call.
+"""kombu's Redis transport, with one Redis client per channel instead of one per call, and
+Redis refusing writes taken for the passing trouble it is.
 
 kombu's Redis channel builds a new ``redis.Redis`` for every call it makes outside its event
 loop (``Channel.conn_or_acquire``), and a worker makes two per task: the unacked entry when a
@@ -9,7 +10,13 @@ thread-safe (each command takes a connection from the channel's pool), so one cl
 channel does the same work; a channel whose pool was replaced (after a reconnect) gets a new
 client for the new pool.
 
-Only the client changes: the pool, the connections, the keys and the commands are kombu's.
+Redis refusing a write (out of memory under ``noeviction``, a replica after a failover, a
+master down) is a ``ResponseError`` to kombu, which Celery calls unrecoverable: every worker
+exited, with status 0, which systemd's ``Restart=on-failure`` does not restart. Here those
+errors are connection errors, so the consumer reconnects (finding a new master through the
+Sentinels) and goes on when Redis takes writes again.
+
+Otherwise the pool, the connections, the keys and the commands are kombu's.
 ``workers.celery_app`` selects these classes for ``redis://`` and ``sentinel://`` brokers;
 ``rediss://`` keeps kombu's own transport, which is also what turns TLS on for that scheme.
 """
@@ -19,6 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError
+
+WRITES_REFUSED = (OutOfMemoryError, ReadOnlyError, MasterDownError)
 
 
 class _OneClientPerChannel:
@@ -41,6 +51,7 @@ class Channel(_OneClientPerChannel, kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    connection_errors = (*kombu_redis.Transport.connection_errors, *WRITES_REFUSED)
 
 
 class SentinelChannel(_OneClientPerChannel, kombu_redis.SentinelChannel):
@@ -49,3 +60,4 @@ class SentinelChannel(_OneClientPerChannel, kombu_redis.SentinelChannel):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+    connection_errors = (*kombu_redis.SentinelTransport.connection_errors, *WRITES_REFUSED)

@@ -42,3 +42,26 @@ def test_a_submit_answered_while_redis_is_away_is_recorded_once_redis_is_back(ma
     assert [job.state for job in jobs] == [JobState.COMPLETED] * 3
     assert sorted(fleet.submits_per_request().values()) == [1, 1, 1]
     assert [job.interrupted_submits for job in jobs] == [0, 0, 0]
+
+
+def test_workers_outlive_redis_refusing_writes_and_then_finish_every_job(make_fleet):
+    # Given a worker of 4 threads, 20 submits in its broker queue, the first held upstream
+    fleet = make_fleet(sandbox=HELD_ANSWERS)
+    fleet.start_worker(concurrency=4)
+    ids = fleet.add({"prompt": f"a full cellar {n}"} for n in range(20))
+    wait_until(lambda: fleet.sandbox.truth(with_requests=False)["totals"]["slowed"] >= 2,
+               "submits upstream", 30, fleet.workers)  # fmt: skip
+    # When Redis refuses every write for 12 s (maxmemory reached under noeviction), while the
+    # next submits start and fail on the job store
+    redis = fleet.store.redis
+    try:
+        redis.config_set("maxmemory", "1")
+        time.sleep(12)
+        # Then the worker is still there
+        assert all(worker.running() for worker in fleet.workers)
+    finally:
+        redis.config_set("maxmemory", "0")
+    # And once Redis takes writes again, every job completes, each submitted once
+    jobs = fleet.wait_all(ids, timeout_s=150)
+    assert [job.state for job in jobs] == [JobState.COMPLETED] * 20
+    assert sorted(fleet.submits_per_request().values()) == [1] * 20

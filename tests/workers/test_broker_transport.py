@@ -45,3 +45,28 @@ def test_a_channel_reuses_its_client_until_its_pool_is_replaced(redis_url):
         channel._disconnect_pools()
         renewed = channel._create_client()
         assert renewed is not first and renewed.connection_pool is channel.pool
+
+
+@pytest.mark.parametrize("refusal", ["maxmemory", "replica"])
+def test_redis_refusing_writes_is_a_connection_error_the_consumer_waits_out(redis_url, refusal):
+    # Given a worker's broker channel consuming a queue
+    app = create_app(load_settings({}, redis_url=redis_url))
+    with app.connection_for_write() as connection:
+        consumer = connection.SimpleQueue("segq-refusal-check")
+        admin = connection.default_channel.client
+        try:
+            # When Redis refuses writes (out of memory under noeviction, or a demoted master)
+            if refusal == "maxmemory":
+                admin.config_set("maxmemory", "1")
+            else:
+                admin.config_set("replica-read-only", "yes")
+                admin.replicaof("127.0.0.1", "1")  # a master that is not there: a read-only replica
+            # Then kombu's periodic restore of unacked messages (a write) is skipped as a
+            # connection error, where it had been an unrecoverable one that ended the worker
+            with pytest.raises(tuple(connection.transport.connection_errors)):
+                connection.default_channel.qos.restore_visible(num=1, interval=1)
+            connection.transport.cycle.maybe_restore_messages()
+        finally:
+            admin.config_set("maxmemory", "0")
+            admin.replicaof("NO", "ONE")
+            consumer.close()
