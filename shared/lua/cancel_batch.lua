@@ -26,18 +26,31 @@ end
 redis.call('LREM', K.ring, 0, lane)
 if n > 0 then move_count(batch_id, 'queued', 'cancelled', n) end
 local member_prefix = batch_id .. '.'
+local function is_member(job_id)
+  return string.sub(job_id, 1, #member_prefix) == member_prefix
+end
 local function cancel_members(job_ids)
   for _, job_id in ipairs(job_ids) do
-    if string.sub(job_id, 1, #member_prefix) == member_prefix then
-      local priority = redis.call('HGET', K.job .. job_id, 'priority')
-      n = n + finish_job(job_id, 'cancelled', {}, '')
-      if priority == 'interactive' then redis.call('LREM', K.interactive, 1, job_id) end
-    end
+    if is_member(job_id) then n = n + finish_job(job_id, 'cancelled', {}, '') end
   end
 end
 cancel_members(redis.call('ZRANGE', K.dispatched, 0, -1))
 cancel_members(redis.call('ZRANGE', K.due, 0, -1))
-cancel_members(redis.call('LRANGE', K.interactive, 0, -1))
+-- An interactive batch's queued jobs share the interactive lane with every other interactive
+-- job: the lane is written again without them in one pass (an LREM per job scanned past the
+-- jobs of other batches each time: 15 s with Redis blocked, for 20,000 behind 20,000).
+local lane_ids = redis.call('LRANGE', K.interactive, 0, -1)
+cancel_members(lane_ids)
+local kept = {}
+for _, job_id in ipairs(lane_ids) do
+  if not is_member(job_id) then kept[#kept + 1] = job_id end
+end
+if #kept < #lane_ids then
+  redis.call('DEL', K.interactive)
+  for first = 1, #kept, 1000 do
+    redis.call('RPUSH', K.interactive, unpack(kept, first, math.min(first + 999, #kept)))
+  end
+end
 local open = redis.call('HMGET', bk, 'queued', 'submitted', 'running')
 if (tonumber(open[1]) or 0) + (tonumber(open[2]) or 0) + (tonumber(open[3]) or 0) <= 0 then
   redis.call('HSET', bk, 'finished_at', NOW)

@@ -275,6 +275,19 @@ def test_cancel_batch_is_one_step_and_leaves_nothing_to_dispatch(make_world):
         store.open_batch("big", defaults={}, options=JobOptions(), source=None)
 
 
+def test_cancelling_an_interactive_batch_keeps_the_other_interactive_jobs_in_order(make_world):
+    store, queue = make_world()
+    first = add_batch(store, "ia", 1500, priority="interactive")
+    add_batch(store, "ib", 2500, priority="interactive")
+    [lone] = add_batch(store, "ic", 1, priority="interactive")
+    handed_out = queue.dispatch(max_items=2).submits  # two of ia's jobs are in the broker
+    summary = store.cancel_batch("ib")
+    assert summary.counts["cancelled"] == 2500 and summary.counts["queued"] == 0
+    assert store.redis.lrange(redis_keys.INTERACTIVE_LANE, 0, -1) == [*first[2:], lone]
+    assert store.get_job("ib.2500").state is JobState.CANCELLED
+    assert [store.get_job(job_id).state for job_id in handed_out] == [JobState.QUEUED] * 2
+
+
 def test_retry_resubmits_rejected_jobs_and_repolls_exhausted_ones(make_world):
     store, queue = make_world()
     rejected, exhausted = add_batch(store, "b", 2)
