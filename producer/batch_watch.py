@@ -222,7 +222,8 @@ def watch(
             time.sleep(TICK_S)
         saved = None
         if downloader is not None:
-            downloader.save_jobs(target.completed_jobs())
+            if not timed_out:  # a last sweep reads every job: not once --timeout has run out
+                downloader.save_jobs(target.completed_jobs())
             saved = downloader.finish()
             view.show(progress, len(saved.files))
     assert progress is not None  # the loop leaves only with progress read

@@ -16,6 +16,7 @@ from producer.progress_view import ProgressView, WaitProgress
 from shared.errors import StoreError
 from shared.job_model import Job
 from shared.job_store import FleetState
+from shared.output_files import SavedOutputs
 
 AWAY = StoreError("Redis did not answer: Timeout reading from socket")
 
@@ -102,3 +103,36 @@ def test_a_wait_notes_when_the_fleet_pauses_and_resumes_once_each(monkeypatch):
     lines = out.getvalue()
     assert lines.count("b: fleet paused by hand: card expired; segq resume to resume") == 1
     assert lines.count("b: fleet resumed") == 1
+
+
+class CountingDownloader:
+    """Records how many times the whole batch's completed jobs were read for saving."""
+
+    def __init__(self, target: ScriptedTarget) -> None:
+        self.target = target
+        self.full_reads = 0
+        self.files_saved = 0
+
+    def save_jobs(self, jobs: Iterable[Job]) -> None:
+        if jobs is self.target.all_completed:
+            self.full_reads += 1
+
+    def finish(self) -> SavedOutputs:
+        return SavedOutputs()
+
+
+class SweptTarget(ScriptedTarget):
+    all_completed: list[Job] = []
+
+    def completed_jobs(self) -> Iterable[Job]:
+        return self.all_completed
+
+
+def test_a_download_wait_whose_timeout_runs_out_skips_the_last_full_sweep(monkeypatch):
+    monkeypatch.setattr(batch_watch, "TICK_S", 0)
+    view, _ = plain_view()
+    target = SweptTarget([progress(0)] * 5)
+    downloader = CountingDownloader(target)
+    outcome = watch(target, view, timeout_s=0, downloader=downloader)  # type: ignore[arg-type]
+    assert outcome.exit_status == 2
+    assert downloader.full_reads == 1  # the first, before following the events; not a second
