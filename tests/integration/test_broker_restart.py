@@ -24,8 +24,10 @@ pytestmark = [
 
 JOBS = 150
 WORKERS = 2
-CUTS_AT_COMPLETED = (40, 90)
-"""The broker cuts every connection twice, once 40 and once 90 jobs have completed."""
+CUTS_AT_COMPLETED = (30, 60)
+"""The broker cuts every connection twice, once 30 and once 60 jobs have completed: 90 jobs
+are left after the last cut, so that a worker which reconnected late still finds work (with
+60 left, on a loaded machine the first worker back once reserved all of it)."""
 SOMETIMES_SLOW = {**SLOW_SANDBOX, "slow_probability": 0.2, "slow_s": 1.5}
 """One upstream call in five takes 1.5 s, so tasks are running when the connections go (the
 case that once took a worker down), yet every answer comes well within the 5 s lease."""
