@@ -43,17 +43,17 @@ else
   if in_use ~= nil then
     learned = math.max(math.min(learned, in_use * safety), in_use * MAX_DECREASE)
   elseif accepted < LOWEST_PUBLISHED_PER_MIN then
-    hold = math.max(hold, previous)
-    redis.call('HSET', KEYS[1], 'hold_until', hold)
-    redis.call('EXPIRE', KEYS[1], 86400)
-    return tostring(hold - now)
+    learned = nil
   else
     learned = math.max(learned, LOWEST_PUBLISHED_PER_MIN)
   end
 end
-learned = math.max(1, learned)
 hold = math.max(hold, previous)
-redis.call('HSET', KEYS[1], 'learned', learned, 'last_429_at', now, 'hold_until', hold,
-  'rate_per_min', learned)
+local fields = {'hold_until', hold}
+if learned then
+  learned = math.max(1, learned)
+  fields = {'hold_until', hold, 'learned', learned, 'last_429_at', now, 'rate_per_min', learned}
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], 86400)
 return tostring(hold - now)
