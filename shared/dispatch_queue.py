@@ -188,11 +188,14 @@ class DispatchQueue:
         """Look at the job again in ``delay_s`` without counting an attempt."""
         self._release(job_id, "defer", delay_s, None)
 
-    def retry_later(self, job_id: str, delay_s: float, failure: JobFailure) -> Retried:
+    def retry_later(
+        self, job_id: str, delay_s: float, failure: JobFailure, *, answer_lost: bool = False
+    ) -> Retried:
         """One more attempt after ``delay_s``; or failed when the job's budget is spent; or,
         while the fleet's submits are paused for an outage, back to its lane (see
-        ``Retried`` and ``shared/lua/fleet_pause.lua``)."""
-        reply = self._release(job_id, "retry", delay_s, failure)
+        ``Retried`` and ``shared/lua/fleet_pause.lua``). ``answer_lost``: the failed call was a
+        submit Segmind may have accepted (``AnswerLost``), counted in ``interrupted_submits``."""
+        reply = self._release(job_id, "retry", delay_s, failure, answer_lost=answer_lost)
         ending = Ending.from_reply(reply[1:])
         if ending.ended:
             return Retried(ending, exhausted=JobFailure.model_validate_json(reply[6]))
@@ -200,14 +203,15 @@ class DispatchQueue:
         return Retried(ending, fleet_paused=outage == "paused", back_in_lane=len(reply) > 3)
 
     def _release(
-        self, job_id: str, mode: str, delay_s: float, failure: JobFailure | None
-    ) -> list[Any]:
+        self, job_id: str, mode: str, delay_s: float, failure: JobFailure | None,
+        *, answer_lost: bool = False,
+    ) -> list[Any]:  # fmt: skip
         error = compact_json(failure.model_dump()) if failure else ""
         s = self.settings
         with store_errors():
             return self.store.run_script(
                 "release", job_id, mode, delay_s, error, s.max_attempts, s.upstream_retention_s,
-                s.outage_failures, s.outage_probe_seconds,
+                s.outage_failures, s.outage_probe_seconds, "1" if answer_lost else "0",
             )  # fmt: skip
 
     def hand_back(self, job_id: str, token: str = "") -> bool:
@@ -264,13 +268,6 @@ class DispatchQueue:
         with store_errors():
             reply = self.store.run_script("finish", job_id, state.value, kind, *fields)
         return Ending.from_reply(reply)
-
-    def count_interrupted_submit(self, job_id: str) -> None:
-        """A submit of this job may have reached Segmind unrecorded (``AnswerLost``)."""
-        key = redis_keys.job(job_id)
-        with store_errors():
-            if self.store.redis.exists(key):  # held by this task's claim; never a stray key
-                self.store.redis.hincrby(key, "interrupted_submits", 1)
 
     def notice_done(self, job_id: str) -> None:
         """Everybody was told of the job's ending, or its tries are spent."""

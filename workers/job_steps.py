@@ -75,8 +75,6 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         _fail(rt, job_id, JobFailure.from_error(exc))
         return False
     except TransientError as exc:
-        if isinstance(exc, AnswerLost):
-            rt.queue.count_interrupted_submit(job_id)
         _retry(rt, job_id, claim.attempts, exc, SUBMIT_BACKOFF_CAP_S)
         return False
     first_poll_in_s = _next_poll_in(rt, elapsed_s=0.0, polls=0)
@@ -171,7 +169,8 @@ def _fail(rt: Runtime, job_id: str, failure: JobFailure, metrics: dict | None = 
 
 def _retry(rt: Runtime, job_id: str, attempts: int, exc: TransientError, cap_s: float) -> None:
     delay_s = compute_backoff_s(attempts + 1, BACKOFF_BASE_S, cap_s, rt.rng)
-    retried = rt.queue.retry_later(job_id, delay_s, JobFailure.from_error(exc))
+    retried = rt.queue.retry_later(job_id, delay_s, JobFailure.from_error(exc),
+                                   answer_lost=isinstance(exc, AnswerLost))  # fmt: skip
     if retried.fleet_paused:
         log.warning("Segmind looks down (%s): the fleet holds new submits and probes it",
                     exc)  # fmt: skip

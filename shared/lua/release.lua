@@ -11,8 +11,10 @@
 --          Every transient failure counts towards the fleet's outage pause (fleet_pause.lua);
 --          while submits are paused, a job Segmind has not accepted goes back to the front
 --          of its lane instead, its attempts unspent.
+--          A submit whose answer was lost (answer_lost '1': Segmind may hold the job) is
+--          counted in the job's interrupted_submits, as the retry may pay twice.
 -- A: job_id, mode, delay_s, error_json, max_attempts, upstream_retention_s, outage_failures,
---    outage_probe_s
+--    outage_probe_s, answer_lost ('1' or '0')
 -- Returns {state after the call, then ending_of's reply and the error stored if this call
 -- ended the job, else 0 and (retry) 'paused' if this failure paused the fleet's submits or
 -- 'held' if they were paused already, then 'back_in_lane' if the job, not accepted, went
@@ -23,6 +25,7 @@ local state, submitted_at = unpack(redis.call('HMGET', key, 'state', 'submitted_
 submitted_at = tonumber(submitted_at)
 if not state or TERMINAL[state] then return {state or 'gone', 0} end
 redis.call('HDEL', key, 'claim')
+if A[9] == '1' then redis.call('HINCRBY', key, 'interrupted_submits', 1) end
 if mode == 'front' then
   redis.call('ZREM', K.dispatched, job_id)
   requeue_front(job_id)
