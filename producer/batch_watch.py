@@ -3,13 +3,15 @@
 ``segq wait`` and ``segq demo`` both run ``watch``. Progress comes from the batch's counters
 (one read, whatever the batch's size); completed jobs are found through their end events (one
 pattern subscription per batch) so their images can be saved as they complete, with a full
-read of the batch's jobs before the first event and after the last (an event published while
-nothing listened is not lost, only found later).
+read of the batch's jobs beside the first ticks and after the last event (an event published
+while nothing listened is not lost, only found later). ``--timeout`` bounds every read: a
+200k-job batch takes a minute or more to read whole.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -27,6 +29,10 @@ from shared.output_files import SavedOutputs
 
 TICK_S = 0.25
 """How often progress is read again: a fraction of a second, a few cheap reads."""
+
+SWEEP_SLICE_S = 0.2
+"""How long each tick spends on the first full read of a batch's completed jobs, so the
+progress bar moves while a big batch is read."""
 
 STORE_AWAY_TOLERANCE_S = 120.0
 """How long a wait rides out Redis not answering before it gives up with the error."""
@@ -198,12 +204,13 @@ def watch(
     """Shows progress until every job has ended or ``timeout_s`` ran out, saving images as jobs
     complete when given a ``downloader``. ``on_tick`` runs between reads: it may note something
     the figures miss (``FleetPauseNotice``) or raise to stop early (the demo's dead worker)."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
     with contextlib.ExitStack() as stack:
         stack.enter_context(view)
+        first_sweep: Iterator[Job] = iter(())
         if downloader is not None:
             stack.enter_context(target.following())
-            downloader.save_jobs(target.completed_jobs())
+            first_sweep = iter(target.completed_jobs())
         store_away = StoreAway(view)
         progress: WaitProgress | None = None
         while True:
@@ -211,20 +218,35 @@ def watch(
                 progress = target.progress()
                 if downloader is not None:
                     downloader.save_jobs(target.newly_completed())
+                    slice_end = min(deadline, time.monotonic() + SWEEP_SLICE_S)
+                    downloader.save_jobs(_read_until(first_sweep, slice_end))
                 view.show(progress, downloader.files_saved if downloader else None)
                 if on_tick is not None:
                     on_tick()
-            timed_out = deadline is not None and time.monotonic() >= deadline
+            timed_out = time.monotonic() >= deadline
             if progress is not None and (progress.is_terminal or timed_out):
                 break
             if timed_out:  # Redis away since the start: nothing to report but the error
                 raise store_away.last_error or StoreError("Redis did not answer")
             time.sleep(TICK_S)
         saved = None
+        swept_whole = True
         if downloader is not None:
-            if not timed_out:  # a last sweep reads every job: not once --timeout has run out
-                downloader.save_jobs(target.completed_jobs())
-            saved = downloader.finish()
+            # A last full read finds completions whose events nobody heard; --timeout bounds it
+            # and the saves it queues.
+            downloader.save_jobs(_read_until(iter(target.completed_jobs()), deadline))
+            swept_whole = time.monotonic() < deadline
+            saved = downloader.finish(until=deadline)
             view.show(progress, len(saved.files))
     assert progress is not None  # the loop leaves only with progress read
-    return WaitOutcome(progress, timed_out and not progress.is_terminal, saved)
+    timed_out = not progress.is_terminal or not swept_whole or bool(saved and saved.dropped_jobs)
+    return WaitOutcome(progress, timed_out, saved)
+
+
+def _read_until(jobs: Iterator[Job], until: float) -> Iterator[Job]:
+    """``jobs`` as read until monotonic time ``until``; the rest stays in ``jobs`` for later."""
+    while time.monotonic() < until:
+        job = next(jobs, None)
+        if job is None:
+            return
+        yield job

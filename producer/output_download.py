@@ -8,8 +8,11 @@ slow CDN never stalls the progress bar, and keeps the tally the bar and the summ
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
+import time
 from collections.abc import Iterable, Iterator
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +53,7 @@ class OutputDownloader:
         self._lock = threading.Lock()
         self._saved = SavedOutputs()
         self._errors: list[BaseException] = []
+        self._pending: set[Future[SavedOutputs]] = set()
 
     def __enter__(self) -> OutputDownloader:
         return self
@@ -68,6 +72,8 @@ class OutputDownloader:
                 save_outputs, self.directory, job.job_id, job.line, job.params, job.outputs,
                 self._fetch,
             )  # fmt: skip
+            with self._lock:
+                self._pending.add(future)
             future.add_done_callback(self._tally)
 
     @property
@@ -76,17 +82,24 @@ class OutputDownloader:
         with self._lock:
             return len(self._saved.files)
 
-    def finish(self) -> SavedOutputs:
-        """Waits for every queued save; what was written, found, and could not be saved."""
-        self._pool.shutdown(wait=True)
+    def finish(self, until: float = math.inf) -> SavedOutputs:
+        """Waits for the queued saves until monotonic time ``until`` (a wait's timeout), then
+        drops those not started; what was written, found, dropped, and could not be saved."""
+        with self._lock:
+            pending = set(self._pending)
+        timeout_s = None if until == math.inf else max(0.0, until - time.monotonic())
+        futures.wait(pending, timeout=timeout_s)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         if self._errors:
             raise self._errors[0]
         return self._saved
 
     def _tally(self, future: Future[SavedOutputs]) -> None:
-        if future.cancelled():
-            return
         with self._lock:
+            self._pending.discard(future)
+            if future.cancelled():
+                self._saved.dropped_jobs += 1
+                return
             error = future.exception()
             if error is not None:
                 self._errors.append(error)

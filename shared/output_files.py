@@ -57,11 +57,13 @@ def is_url(output: str) -> bool:
 
 @dataclass
 class SavedOutputs:
-    """What one or more saves did: files written now, files found already there, failures."""
+    """What one or more saves did: files written now, files found already there, failures,
+    and how many jobs' saves a wait's timeout dropped before they started."""
 
     written: list[Path] = field(default_factory=list)
     present: list[Path] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    dropped_jobs: int = 0
 
     @property
     def files(self) -> list[Path]:
@@ -71,6 +73,7 @@ class SavedOutputs:
         self.written += other.written
         self.present += other.present
         self.failures += other.failures
+        self.dropped_jobs += other.dropped_jobs
 
 
 def write_file(directory: Path, name: str, content: bytes) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
+import time
 from collections.abc import Iterable, Iterator
 
 import pytest
@@ -12,9 +14,10 @@ from rich.console import Console
 
 from producer import batch_watch
 from producer.batch_watch import FleetPauseNotice, watch
+from producer.output_download import OutputDownloader
 from producer.progress_view import ProgressView, WaitProgress
 from shared.errors import StoreError
-from shared.job_model import Job
+from shared.job_model import Job, JobState
 from shared.job_store import FleetState
 from shared.output_files import SavedOutputs
 
@@ -105,34 +108,82 @@ def test_a_wait_notes_when_the_fleet_pauses_and_resumes_once_each(monkeypatch):
     assert lines.count("b: fleet resumed") == 1
 
 
-class CountingDownloader:
-    """Records how many times the whole batch's completed jobs were read for saving."""
+class RecordingDownloader:
+    """Reads every job it is handed, noting which full read (``completed_jobs`` call) it came
+    from and how many progress reads had happened by then."""
 
-    def __init__(self, target: ScriptedTarget) -> None:
+    def __init__(self, target: SweptTarget) -> None:
         self.target = target
-        self.full_reads = 0
+        self.read: list[tuple[int, int]] = []  # (full read, progress reads so far)
         self.files_saved = 0
 
     def save_jobs(self, jobs: Iterable[Job]) -> None:
-        if jobs is self.target.all_completed:
-            self.full_reads += 1
+        for _ in jobs:
+            self.read.append((self.target.full_reads, self.target.progress_reads))
 
-    def finish(self) -> SavedOutputs:
+    def finish(self, until: float) -> SavedOutputs:
         return SavedOutputs()
 
 
 class SweptTarget(ScriptedTarget):
-    all_completed: list[Job] = []
+    """A batch of ``size`` completed jobs, each taking ``read_s`` to read."""
 
-    def completed_jobs(self) -> Iterable[Job]:
-        return self.all_completed
+    def __init__(self, answers: list[WaitProgress], size: int, read_s: float) -> None:
+        super().__init__(answers)
+        self.size, self.read_s = size, read_s
+        self.full_reads = self.progress_reads = 0
+
+    def progress(self) -> WaitProgress:
+        self.progress_reads += 1
+        return super().progress()
+
+    def completed_jobs(self) -> Iterator[Job]:
+        self.full_reads += 1
+        for job_id in range(self.size):
+            time.sleep(self.read_s)
+            yield job_id  # type: ignore[misc]
 
 
-def test_a_download_wait_whose_timeout_runs_out_skips_the_last_full_sweep(monkeypatch):
+def test_a_download_wait_reads_a_big_batch_between_progress_reads_not_before_them(monkeypatch):
+    monkeypatch.setattr(batch_watch, "TICK_S", 0)
+    monkeypatch.setattr(batch_watch, "SWEEP_SLICE_S", 0.01)
+    view, _ = plain_view()
+    target = SweptTarget([progress(0)] * 1000 + [progress(2)], size=200, read_s=0.002)
+    downloader = RecordingDownloader(target)
+    outcome = watch(target, view, downloader=downloader)  # type: ignore[arg-type]
+    assert outcome.exit_status == 0
+    first_read = [progress_reads for full_read, progress_reads in downloader.read if full_read == 1]
+    assert len(first_read) == 200 and first_read[0] == 1
+    assert first_read[-1] > 5  # the bar was read (and shown) again and again meanwhile
+
+
+def test_a_download_wait_whose_timeout_runs_out_reads_the_batch_no_further(monkeypatch):
     monkeypatch.setattr(batch_watch, "TICK_S", 0)
     view, _ = plain_view()
-    target = SweptTarget([progress(0)] * 5)
-    downloader = CountingDownloader(target)
-    outcome = watch(target, view, timeout_s=0, downloader=downloader)  # type: ignore[arg-type]
+    target = SweptTarget([progress(0)] * 100_000, size=100_000, read_s=0.001)
+    downloader = RecordingDownloader(target)
+    outcome = watch(target, view, timeout_s=0.2, downloader=downloader)  # type: ignore[arg-type]
     assert outcome.exit_status == 2
-    assert downloader.full_reads == 1  # the first, before following the events; not a second
+    assert 0 < len(downloader.read) < 1000  # 100 s of reading had the timeout not bounded it
+    assert target.full_reads == 1  # the last full read never began
+
+
+def completed_job(n: int) -> Job:
+    return Job(job_id=f"b.{n}", state=JobState.COMPLETED, created_at=0.0,
+               outputs=[f"https://cdn.example/{n}.jpeg"])  # fmt: skip
+
+
+def test_a_downloader_finishing_at_a_deadline_drops_the_saves_not_started(tmp_path):
+    release = threading.Event()
+
+    def fetch(url: str) -> bytes:
+        release.wait(5)
+        return b"\xff\xd8\xff\xe0JFIF" + bytes(8)
+
+    with OutputDownloader(tmp_path, fetch, threads=1) as downloader:
+        downloader.save_jobs(completed_job(n) for n in range(3))
+        finishing = threading.Timer(0.3, release.set)
+        finishing.start()
+        saved = downloader.finish(until=time.monotonic() + 0.1)
+        finishing.join()
+    assert len(saved.written) == 1 and saved.dropped_jobs == 2
