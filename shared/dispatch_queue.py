@@ -140,17 +140,18 @@ class DispatchQueue:
                 s.poll_rate_limit or 0, s.rate_safety, s.account_pause_seconds,
                 "1" if s.rate_limiter == "fleet" else "0", s.dispatch_idle_s,
             )  # fmt: skip
-        n_submits, n_notices, n_interactive = int(reply[1]), int(reply[2]), int(reply[3])
+        n_submits, n_notices, lanes = int(reply[1]), int(reply[2]), reply[3]
         submits_end = 4 + n_submits
         notices_end = submits_end + n_notices
-        interactive_end = notices_end + n_interactive
-        rest = reply[interactive_end:]
+        submits = list(reply[4:submits_end])
+        lane_of = dict(zip(submits, lanes, strict=True))
+        rest = reply[notices_end:]
         return DispatchPlan(
-            submits=list(reply[4:submits_end]),
+            submits=submits,
             polls=[(rest[i], str(rest[i + 1])) for i in range(0, len(rest), 2)],
             wake_in_s=float(reply[0]),
             notices=list(reply[submits_end:notices_end]),
-            interactive=frozenset(reply[notices_end:interactive_end]),
+            interactive=frozenset(job for job, lane in lane_of.items() if lane == "i"),
         )
 
     def begin_submit(self, job_id: str) -> SubmitClaim:

@@ -124,7 +124,7 @@ if paused then
   end
 end
 
-local submits, interactive = {}, {}
+local submits, lanes = {}, {}
 while #submits < room do
   local slot = next_slot_at(submit_key, submit_rate, NOW)
   if slot > NOW then wake = math.min(wake, slot); break end
@@ -135,7 +135,7 @@ while #submits < room do
   local batch_id, priority = unpack(redis.call('HMGET', K.job .. job_id, 'batch_id', 'priority'))
   if batch_id then redis.call('HSETNX', K.batch .. batch_id, 'started_at', NOW) end
   submits[#submits + 1] = job_id
-  if priority == 'interactive' then interactive[#interactive + 1] = job_id end
+  lanes[#lanes + 1] = priority == 'interactive' and 'i' or 'b'
 end
 if probing and #submits > 0 then
   redis.call('HSET', K.fleet, 'probe_at', NOW + (tonumber(probe_every) or pause_s),
@@ -170,11 +170,11 @@ end
 earliest(K.notify)
 if redis.call('SCARD', K.notify_lanes) > 0 then wake = math.min(wake, NOW + NOTICE_TOPUP_S) end
 
--- Interactive submits (also among submits) go to a queue of their own: behind a window of
--- bulk submits in one FIFO queue, a person's job would wait for the whole window.
-local reply = {tostring(math.max(0, wake - NOW)), #submits, #notices, #interactive}
+-- Each submit's lane, one letter a submit ('i' interactive, 'b' bulk): interactive submits go
+-- to a queue of their own, since behind a window of bulk submits in one FIFO queue a
+-- person's job would wait for the whole window.
+local reply = {tostring(math.max(0, wake - NOW)), #submits, #notices, table.concat(lanes)}
 for _, job_id in ipairs(submits) do reply[#reply + 1] = job_id end
 for _, job_id in ipairs(notices) do reply[#reply + 1] = job_id end
-for _, job_id in ipairs(interactive) do reply[#reply + 1] = job_id end
 for _, item in ipairs(polls) do reply[#reply + 1] = item end
 return reply

@@ -89,10 +89,10 @@ def test_interactive_jobs_go_first_but_bulk_gets_every_fourth_slot(make_world):
     store, queue = make_world()
     add_batch(store, "bulk", 10)
     add_batch(store, "now", 10, priority="interactive")
-    order = queue.dispatch(max_items=8).submits
-    assert [job_id.split(".")[0] for job_id in order] == ["now"] * 3 + ["bulk"] + ["now"] * 3 + [
-        "bulk"
-    ]
+    plan = queue.dispatch(max_items=8)
+    order = [job_id.split(".")[0] for job_id in plan.submits]
+    assert order == ["now"] * 3 + ["bulk"] + ["now"] * 3 + ["bulk"]
+    assert plan.interactive == {job_id for job_id in plan.submits if job_id.startswith("now")}
 
 
 def test_bulk_batches_share_slots_round_robin(make_world):
