@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from shared.errors import AnswerLost, JobRejected, RequestExpired, TransientError
+from shared.http_deadline import call_deadline, deadline_transport
 from shared.request_model import MODEL_SLUG
 from shared.settings import Settings
 from shared.upstream_answers import (
@@ -119,16 +120,16 @@ class SegmindClient:
         ssl_context = httpx.create_ssl_context()
 
         def make() -> httpx.Client:
+            limits = httpx.Limits(
+                max_connections=CONNECTIONS_PER_THREAD,
+                max_keepalive_connections=CONNECTIONS_PER_THREAD,
+                keepalive_expiry=30.0,
+            )
             return httpx.Client(
-                limits=httpx.Limits(
-                    max_connections=CONNECTIONS_PER_THREAD,
-                    max_keepalive_connections=CONNECTIONS_PER_THREAD,
-                    keepalive_expiry=30.0,
-                ),
+                transport=deadline_transport(limits=limits, verify=ssl_context),
                 timeout=httpx.Timeout(settings.http_timeout_s),
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},
-                verify=ssl_context,
             )
 
         key = settings.segmind_api_key.get_secret_value() if settings.segmind_api_key else None
@@ -212,21 +213,23 @@ class SegmindClient:
             content=content,
             headers={**self._key_headers, **(headers or {})},
         )
-        deadline = time.monotonic() + self._timeout_s(http)
-        try:
-            response = http.send(request, stream=True, follow_redirects=False)
-        except _HTTPX_ERRORS as exc:
-            self._observe(call, None)
-            raise self._transient(exc) from exc
-        # Counted once its status line is in, also when its body then fails to arrive whole:
-        # a 200 that trickles past the deadline is still an answer the operator should see.
-        self._observe(call, response.status_code)
-        try:
-            content = self._read_capped(response, deadline)
-        except _HTTPX_ERRORS as exc:
-            raise self._transient(exc) from exc
-        finally:
-            response.close()
+        budget_s = self._timeout_s(http)
+        deadline = time.monotonic() + budget_s
+        with call_deadline(budget_s):
+            try:
+                response = http.send(request, stream=True, follow_redirects=False)
+            except _HTTPX_ERRORS as exc:
+                self._observe(call, None)
+                raise self._transient(exc) from exc
+            # Counted once its status line is in, also when its body then fails to arrive
+            # whole: a 200 that trickles past the deadline is still an answer to count.
+            self._observe(call, response.status_code)
+            try:
+                content = self._read_capped(response, deadline)
+            except _HTTPX_ERRORS as exc:
+                raise self._transient(exc, response.status_code) from exc
+            finally:
+                response.close()
         return Reply(
             http_status=response.status_code,
             content=self._redact_bytes(content),
@@ -238,7 +241,9 @@ class SegmindClient:
     def _timeout_s(http: httpx.Client) -> float:
         """The whole call's budget: httpx's timeouts bound each read, so an answer that
         trickles in a byte at a time would otherwise hold a task (and a submit's lease) for
-        as long as the server likes."""
+        as long as the server likes. ``from_settings``'s transport keeps every network step
+        to it, the status line's included (``shared.http_deadline``); the body is checked
+        between chunks on any transport (a test's ``MockTransport`` too)."""
         return http.timeout.read or DEFAULT_CALL_TIMEOUT_S
 
     def _observe(self, call: Call, http_status: int | None) -> None:
@@ -262,8 +267,8 @@ class SegmindClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _transient(self, exc: Exception) -> TransientError:
-        return TransientError(self._redact(_describe(exc)))
+    def _transient(self, exc: Exception, http_status: int | None = None) -> TransientError:
+        return TransientError(self._redact(_describe(exc)), http_status)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, REDACTED) if self._secret else text

@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     )  # fmt: skip
     http_timeout_s: float = Field(
         30.0, gt=0, le=600,
-        description="One upstream HTTP call: each network step, and the whole answer's arrival.",
+        description="One upstream HTTP call in all: each network step, and the whole answer.",
     )  # fmt: skip
     poll_max_interval_s: float = Field(
         15.0, ge=0.1, le=300, description="Longest gap between two polls of one job."

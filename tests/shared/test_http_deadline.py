@@ -1,5 +1,6 @@
 """A whole-call deadline over real sockets: a server that trickles its status line within
-every read timeout is given up on when the call's time is up, and only then."""
+every read timeout is given up on when the call's time is up, and only then; the Segmind
+client and the webhook client both keep to it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from shared.errors import AnswerLost, TransientError
 from shared.http_deadline import call_deadline, deadline_transport
+from shared.request_model import GenerationRequest
+from shared.segmind_client import SegmindClient
+from shared.settings import load_settings
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -58,3 +63,23 @@ def test_a_trickled_answer_ends_the_call_when_its_deadline_passes(trickling_serv
         assert time.monotonic() - started < 0.6
         # outside a deadline, only httpx's own per-step timeouts apply: the answer arrives
         assert client.get(trickling_server).text == "ok"
+
+
+def test_the_segmind_client_gives_up_on_a_trickled_status_line_at_its_budget(trickling_server):
+    """Its own body check cannot see the header phase: the transport's deadline does. A submit
+    cut so may have been accepted upstream, so it is counted as a lost answer."""
+    settings = load_settings(
+        {"SEGMIND_API_KEY": "SG_test_0123456789abcdef"},
+        segmind_base_url=trickling_server.rstrip("/"),
+        http_timeout_s=0.3,
+    )
+    client = SegmindClient.from_settings(settings)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="ReadTimeout"):
+            client.status("req-1")
+        with pytest.raises(AnswerLost, match="ReadTimeout"):
+            client.submit(GenerationRequest(prompt="a panda").upstream_body())
+        assert time.monotonic() - started < 1.2  # two calls of 0.3 s, not of 0.8 s each
+    finally:
+        client.close()
