@@ -276,15 +276,17 @@ class SegmindClient:
     def _redact_bytes(self, content: bytes) -> bytes:
         if not self._secret:
             return content
-        if b"\\" in content:
+        if b"\\" in content or b"\x00" in content:
             content = _unescaped_json(content)
         return content.replace(self._secret.encode(), REDACTED.encode())
 
 
 def _unescaped_json(content: bytes) -> bytes:
-    """A JSON answer encoded again with only the escapes JSON requires, so that a key it
-    echoes escaped (``"\\u0053G_..."``, ``\\/``) is found by the replace: its details are read
-    decoded. Only answers holding a backslash pay for this; other bodies are returned as is."""
+    """A JSON answer encoded again as UTF-8 with only the escapes JSON requires, so that a key
+    it echoes escaped (``"\\u0053G_..."``, ``\\/``) or in UTF-16/32 (which ``json.loads``
+    reads, and whose ASCII characters hold a zero byte) is found by the replace: its details
+    are read decoded. Only answers holding a backslash or a zero byte pay for this; other
+    bodies are returned as is."""
     try:
         return json.dumps(json.loads(content), ensure_ascii=False).encode()
     except ValueError:

@@ -447,6 +447,16 @@ def test_the_key_never_appears_in_an_error_or_a_repr(client, upstream):
     assert API_KEY not in str(error) and API_KEY not in repr(client)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_the_key_echoed_in_a_json_answer_of_another_encoding_is_redacted(
+    client, upstream, encoding
+):
+    # json.loads reads UTF-16/32 bodies, so the detail would hold the key decoded.
+    body = json.dumps({"error": f"API key {API_KEY} is invalid"}).encode(encoding)
+    upstream.answer(401, body)
+    assert raised(client, "submit").detail == "API key [redacted] is invalid"
+
+
 def test_from_settings_builds_a_pool_per_thread_without_redirects_or_a_default_key():
     settings = load_settings({"SEGMIND_API_KEY": API_KEY}, http_timeout_s=7.5)
     client = SegmindClient.from_settings(settings)
