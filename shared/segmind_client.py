@@ -289,7 +289,7 @@ def _unescaped_json(content: bytes) -> bytes:
     bodies are returned as is."""
     try:
         return json.dumps(json.loads(content), ensure_ascii=False).encode()
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep: json_object refuses it as well
         return content
 
 

@@ -457,6 +457,14 @@ def test_the_key_echoed_in_a_json_answer_of_another_encoding_is_redacted(
     assert raised(client, "submit").detail == "API key [redacted] is invalid"
 
 
+@pytest.mark.parametrize("name", ["submit", "status", "result"])
+def test_a_json_answer_nested_too_deep_with_a_backslash_is_transient(client, upstream, name):
+    # The key's search decodes answers holding a backslash: a RecursionError there escaped
+    # the client, and the task with it (a submit was then sent again every lease, unbounded).
+    upstream.answer(200, b"[" * 100_000 + b'"\\\\"' + b"]" * 100_000)
+    assert isinstance(raised(client, name), TransientError)
+
+
 def test_from_settings_builds_a_pool_per_thread_without_redirects_or_a_default_key():
     settings = load_settings({"SEGMIND_API_KEY": API_KEY}, http_timeout_s=7.5)
     client = SegmindClient.from_settings(settings)
