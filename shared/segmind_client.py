@@ -171,11 +171,13 @@ class SegmindClient:
         """The bytes of an output URL, fetched without the API key (it may be on any host).
 
         Redirects are followed: the request carries no key, so none can travel. Every failure
-        (no answer, an answer other than 2xx, too large) is ``TransientError``: a missing file
-        is no verdict on a job that already completed, and the caller keeps the URL.
+        (no answer, an answer other than 2xx, too large, still arriving when the call's time
+        is up) is ``TransientError``: a missing file is no verdict on a job that already
+        completed, and the caller keeps the URL.
         """
         try:
             http = self._http
+            deadline = time.monotonic() + self._timeout_s(http)
             request = http.build_request("GET", url)
             request.headers.pop("x-api-key", None)
             response = http.send(request, stream=True, follow_redirects=True)
@@ -183,7 +185,7 @@ class SegmindClient:
                 if not response.is_success:
                     detail = f"download answered {response.status_code}"
                     raise TransientError(detail, response.status_code)
-                return self._read_capped(response, deadline=None)
+                return self._read_capped(response, deadline)
             finally:
                 response.close()
         except _HTTPX_ERRORS as exc:
@@ -250,7 +252,7 @@ class SegmindClient:
         if self._on_answer is not None:
             self._on_answer(call, http_status)
 
-    def _read_capped(self, response: httpx.Response, deadline: float | None) -> bytes:
+    def _read_capped(self, response: httpx.Response, deadline: float) -> bytes:
         """The body, up to ``MAX_BODY_BYTES``, read before ``deadline`` (monotonic)."""
         chunks: list[bytes] = []
         size = 0
@@ -260,7 +262,7 @@ class SegmindClient:
                 raise TransientError(
                     f"answer larger than {MAX_BODY_BYTES} bytes, not read", response.status_code
                 )
-            if deadline is not None and time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 raise TransientError(
                     "answer still arriving when the call's time was up", response.status_code
                 )

@@ -402,6 +402,17 @@ def test_an_answer_that_trickles_in_ends_the_call_when_its_time_is_up(upstream):
     assert client.status("req-1").status == "PROCESSING"
 
 
+def test_a_download_that_trickles_in_ends_when_its_time_is_up(upstream):
+    # A CDN sending a byte within every read timeout held a worker's thread (with
+    # SEGQ_DOWNLOAD_OUTPUTS) and `segq wait --download` for as long as it liked.
+    upstream.handler = lambda request: httpx.Response(200, stream=Trickle())
+    http = httpx.Client(transport=httpx.MockTransport(upstream), timeout=0.1)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="still arriving when the call's time was up"):
+        SegmindClient(http, BASE, None).download(f"{OTHER}/1.png")
+    assert time.monotonic() - started < 0.3
+
+
 def test_an_answer_dropped_by_the_cap_or_the_deadline_is_still_counted_by_its_status(
     upstream, monkeypatch
 ):
