@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from shared.http_deadline import deadline_transport
 from shared.job_model import Job, JobState
 from shared.output_files import Fetch, SavedOutputs, save_outputs
 from shared.segmind_client import USER_AGENT, SegmindClient
@@ -32,8 +33,8 @@ def keyless_fetch(settings: Settings) -> Iterator[Fetch]:
     a CDN (or the sandbox), and nothing that only reads results needs the key."""
     http = httpx.Client(
         timeout=httpx.Timeout(settings.http_timeout_s),
-        limits=httpx.Limits(max_connections=DOWNLOAD_THREADS),
         headers={"User-Agent": USER_AGENT},
+        transport=deadline_transport(limits=httpx.Limits(max_connections=DOWNLOAD_THREADS)),
     )
     client = SegmindClient(http, settings.segmind_base_url, api_key=None)
     try:

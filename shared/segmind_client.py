@@ -175,19 +175,21 @@ class SegmindClient:
         is up) is ``TransientError``: a missing file is no verdict on a job that already
         completed, and the caller keeps the URL.
         """
+        http = self._http
+        budget_s = self._timeout_s(http)
+        deadline = time.monotonic() + budget_s
         try:
-            http = self._http
-            deadline = time.monotonic() + self._timeout_s(http)
             request = http.build_request("GET", url)
             request.headers.pop("x-api-key", None)
-            response = http.send(request, stream=True, follow_redirects=True)
-            try:
-                if not response.is_success:
-                    detail = f"download answered {response.status_code}"
-                    raise TransientError(detail, response.status_code)
-                return self._read_capped(response, deadline)
-            finally:
-                response.close()
+            with call_deadline(budget_s):
+                response = http.send(request, stream=True, follow_redirects=True)
+                try:
+                    if not response.is_success:
+                        detail = f"download answered {response.status_code}"
+                        raise TransientError(detail, response.status_code)
+                    return self._read_capped(response, deadline)
+                finally:
+                    response.close()
         except _HTTPX_ERRORS as exc:
             raise TransientError(self._redact(f"download failed: {_describe(exc)}")) from exc
 

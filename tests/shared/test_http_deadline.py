@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from producer.output_download import keyless_fetch
 from shared.errors import AnswerLost, TransientError
 from shared.http_deadline import call_deadline, deadline_transport
 from shared.request_model import GenerationRequest
@@ -80,6 +81,22 @@ def test_the_segmind_client_gives_up_on_a_trickled_status_line_at_its_budget(tri
             client.status("req-1")
         with pytest.raises(AnswerLost, match="ReadTimeout"):
             client.submit(GenerationRequest(prompt="a panda").upstream_body())
+        assert time.monotonic() - started < 1.2  # two calls of 0.3 s, not of 0.8 s each
+    finally:
+        client.close()
+
+
+def test_output_downloads_give_up_on_a_trickled_status_line_at_their_budget(trickling_server):
+    """A worker's (SEGQ_DOWNLOAD_OUTPUTS) and ``segq wait --download``'s: an output host that
+    never finishes its headers must not hold a task thread, or a wait, for good."""
+    settings = load_settings({}, http_timeout_s=0.3)
+    client = SegmindClient.from_settings(settings)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="ReadTimeout"):
+            client.download(trickling_server + "1.png")
+        with keyless_fetch(settings) as fetch, pytest.raises(TransientError, match="ReadTimeout"):
+            fetch(trickling_server + "1.png")
         assert time.monotonic() - started < 1.2  # two calls of 0.3 s, not of 0.8 s each
     finally:
         client.close()
