@@ -110,6 +110,7 @@ class SegmindClient:
         self.model_slug = model_slug
         self._key_headers = {"x-api-key": api_key} if api_key else {}
         self._secret = api_key if api_key and len(api_key) >= MIN_REDACTED_KEY_CHARS else None
+        self._secret_in_json = json.dumps(self._secret or "", ensure_ascii=False)[1:-1].encode()
 
     @classmethod
     def from_settings(
@@ -282,7 +283,8 @@ class SegmindClient:
             return content
         if b"\\" in content or b"\x00" in content:
             content = _unescaped_json(content)
-        return content.replace(self._secret.encode(), REDACTED.encode())
+        content = content.replace(self._secret.encode(), REDACTED.encode())
+        return content.replace(self._secret_in_json, REDACTED.encode())  # a key with " or \
 
 
 def _unescaped_json(content: bytes) -> bytes:

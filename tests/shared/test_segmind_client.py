@@ -476,6 +476,16 @@ def test_a_json_answer_nested_too_deep_with_a_backslash_is_transient(client, ups
     assert isinstance(raised(client, name), TransientError)
 
 
+@pytest.mark.parametrize("key", ['SG_quote"0123456789', "SG_backslash\\0123456789"])
+def test_a_key_holding_a_character_json_escapes_is_redacted_from_a_json_answer(upstream, key):
+    # Any visible ASCII character is a valid key; JSON writes " and \ escaped.
+    http = httpx.Client(transport=httpx.MockTransport(upstream))
+    upstream.answer(401, {"error": f"API key {key} is invalid"})
+    with pytest.raises(UpstreamError) as caught:
+        SegmindClient(http, BASE, key).status("req-1")
+    assert caught.value.detail == "API key [redacted] is invalid"
+
+
 def test_from_settings_builds_a_pool_per_thread_without_redirects_or_a_default_key():
     settings = load_settings({"SEGMIND_API_KEY": API_KEY}, http_timeout_s=7.5)
     client = SegmindClient.from_settings(settings)
