@@ -51,8 +51,10 @@ def output_names(job_id: str, line: int | None, params: Mapping[str, Any], count
 
 
 def is_url(output: str) -> bool:
-    """URL outputs (Segmind's CDN, the sandbox) versus paths of base64 images a worker wrote."""
-    return output.startswith(("https://", "http://"))
+    """URL outputs (Segmind's CDN, the sandbox) versus paths of base64 images a worker wrote.
+    The scheme in any case, as ``upstream_answers.is_http_url`` takes it into ``outputs``: an
+    ``HTTP://`` URL read as a path was a local file the upstream named."""
+    return output[:8].lower().startswith(("https://", "http://"))
 
 
 @dataclass

@@ -66,3 +66,15 @@ def test_a_fetched_page_that_is_not_an_image_is_a_failure_not_a_file(tmp_path):
     assert not saved.written and not list(tmp_path.iterdir())
     [failure] = saved.failures
     assert failure.startswith("000003-b.3.jpg: https://cdn.example/a.jpg: not an image (it starts")
+
+
+def test_a_url_whose_scheme_is_in_capitals_is_fetched_not_read_as_a_local_path(
+    tmp_path, monkeypatch
+):
+    # Path("HTTP://../etc/x") is the relative path HTTP:/../etc/x: a file of this machine.
+    (tmp_path / "HTTP:").mkdir()
+    (tmp_path / "local.png").write_bytes(b"a local file")
+    monkeypatch.chdir(tmp_path)
+    saved = save_outputs(tmp_path / "out", "t0abc", None, {}, ["HTTP://../local.png"],
+                         lambda url: JPEG)  # fmt: skip
+    assert [p.read_bytes() for p in saved.written] == [JPEG]
