@@ -281,8 +281,9 @@ def base64_image(text: str) -> str | None:
     """Normalised base64 of an image, from a ``data:...;base64,`` URI or raw base64 (standard
     or URL-safe alphabet, padding optional); None if the text is neither.
 
-    Raw base64 must decode to bytes that start like an image (JPEG, PNG, WebP, GIF): short
-    words such as ``None`` are valid base64 too, and must not become files.
+    The bytes must start like an image (JPEG, PNG, WebP, GIF): short words such as ``None``
+    are valid base64 too, and a ``data:`` URI may declare anything (an HTML page, say); neither
+    must become an image file.
     """
     text = text.strip()
     declared = text[:5].lower() == "data:"
@@ -291,7 +292,7 @@ def base64_image(text: str) -> str | None:
         if not comma or not header.lower().endswith(";base64"):
             return None
     raw = _decode_base64(text)
-    if raw is None or not (declared or is_image(raw)):
+    if raw is None or not is_image(raw):
         return None
     return base64.b64encode(raw).decode("ascii")
 

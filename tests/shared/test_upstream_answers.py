@@ -139,6 +139,7 @@ def test_result_answer_tells_base64_images_from_urls(item):
         "ftp://files.example/x.png",
         "data:image/svg+xml,<svg/>",
         base64.b64encode(b"plain text, not an image").decode(),
+        "data:text/html;base64," + base64.b64encode(b"<script>alert(1)</script>").decode(),
     ],
 )
 def test_a_completed_result_with_nothing_to_keep_fails_showing_its_output(output):
