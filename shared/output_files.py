@@ -9,8 +9,10 @@ sorts in file order), ``<job_id>[-<n>].<ext>`` for a job of no batch; ``-<n>`` (
 output's index) only when the job has more than one image. A name depends on nothing but the
 job, so saving again finds the file already there and fetches nothing: re-runs never duplicate.
 
-Files are written to ``<name>.part`` and renamed into place, so a file with its final name is
-always whole (a crash leaves only a ``.part`` behind, overwritten next time).
+Files are written to ``<name>.<pid>-<thread>.part`` and renamed into place, so a file with its
+final name is always whole (a crash leaves only a ``.part`` behind), also when two writers save
+the same name at once (a poll republished after its lease ran out while the first one was still
+downloading, or ``segq wait --download`` next to such a worker): each renames its own whole file.
 
 URL outputs are fetched with ``SegmindClient.download``, which never sends the API key (the
 URLs point at Segmind's CDN, or the sandbox's media) and follows redirects. Segmind's URLs
@@ -19,6 +21,8 @@ expire an hour after the job ends: save them before that.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +86,7 @@ def write_file(directory: Path, name: str, content: bytes) -> Path:
     """Writes ``directory/name`` whole or not at all (see the module docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = (directory / name).resolve()
-    partial = path.with_name(path.name + ".part")
+    partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
     partial.write_bytes(content)
     partial.replace(path)
     return path

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from shared.errors import TransientError
-from shared.output_files import output_names, save_outputs
+from shared.output_files import output_names, save_outputs, write_file
 
 JPEG = b"\xff\xd8\xff\xe0" + b"JFIF" + bytes(8)
 
@@ -78,3 +80,27 @@ def test_a_url_whose_scheme_is_in_capitals_is_fetched_not_read_as_a_local_path(
     saved = save_outputs(tmp_path / "out", "t0abc", None, {}, ["HTTP://../local.png"],
                          lambda url: JPEG)  # fmt: skip
     assert [p.read_bytes() for p in saved.written] == [JPEG]
+
+
+def test_two_writers_of_one_name_at_once_each_rename_a_whole_file(tmp_path):
+    # A poll republished while the first still downloaded wrote the same <name>.part: one
+    # rename took the other's file away (FileNotFoundError ended the task) or a half file.
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def write(content: bytes) -> None:
+        start.wait()
+        try:
+            for _ in range(50):
+                write_file(tmp_path, "000001-b.1.jpg", content)
+        except OSError as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(bytes([n]) * 200_000,)) for n in range(8)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert errors == []
+    content = (tmp_path / "000001-b.1.jpg").read_bytes()
+    assert content == content[:1] * 200_000
