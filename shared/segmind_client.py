@@ -110,7 +110,7 @@ class SegmindClient:
         self.model_slug = model_slug
         self._key_headers = {"x-api-key": api_key} if api_key else {}
         self._secret = api_key if api_key and len(api_key) >= MIN_REDACTED_KEY_CHARS else None
-        self._secret_in_json = json.dumps(self._secret or "", ensure_ascii=False)[1:-1].encode()
+        self._secret_forms = _encoded_forms(self._secret) if self._secret else []
 
     @classmethod
     def from_settings(
@@ -283,8 +283,21 @@ class SegmindClient:
             return content
         if b"\\" in content or b"\x00" in content:
             content = _unescaped_json(content)
-        content = content.replace(self._secret.encode(), REDACTED.encode())
-        return content.replace(self._secret_in_json, REDACTED.encode())  # a key with " or \
+        for form in self._secret_forms:
+            content = content.replace(form, REDACTED.encode())
+        return content
+
+
+def _encoded_forms(secret: str) -> list[bytes]:
+    """The key as an answer may hold it: as is, JSON-escaped (a key with ``"`` or ``\\``), and
+    in UTF-16 text that is not JSON (``_text`` shows its zero bytes, which a terminal hides)."""
+    escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+    return [
+        secret.encode(),
+        escaped.encode(),
+        secret.encode("utf-16-le"),
+        secret.encode("utf-16-be"),
+    ]
 
 
 def _unescaped_json(content: bytes) -> bytes:

@@ -486,6 +486,13 @@ def test_a_key_holding_a_character_json_escapes_is_redacted_from_a_json_answer(u
     assert caught.value.detail == "API key [redacted] is invalid"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_the_key_echoed_in_utf16_text_is_redacted(client, upstream, encoding):
+    # Shown with its zero bytes, which a terminal hides: `segq status` printed the key.
+    upstream.answer(400, f"Bad request for key {API_KEY}".encode(encoding))
+    assert API_KEY not in raised(client, "submit").detail.replace("\x00", "")
+
+
 def test_from_settings_builds_a_pool_per_thread_without_redirects_or_a_default_key():
     settings = load_settings({"SEGMIND_API_KEY": API_KEY}, http_timeout_s=7.5)
     client = SegmindClient.from_settings(settings)
