@@ -51,7 +51,9 @@ class Settings(BaseSettings):
         description="Where base64 outputs (and downloaded outputs) are written as files.",
     )
     download_outputs: bool = Field(
-        False, description="Workers download every output URL into results_dir on completion."
+        False,
+        description="Workers download every output URL into results_dir on completion, "
+        "starting none later than http_timeout_s after the first.",
     )
     submit_rate_limit: float | None = Field(
         None, gt=0, description="Account's submits per minute; unset: learned from 429s."

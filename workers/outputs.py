@@ -5,12 +5,17 @@ silently dropped: a Redis record is no place for megabytes). With ``download_out
 outputs are also saved there as the job completes, because Segmind's URLs expire after an
 hour. Names and writing rules are ``shared.output_files``'s, the same as ``segq wait
 --download``'s, so a later ``segq wait --download`` into the same directory fetches nothing.
+
+The downloads share one budget, ``SEGQ_HTTP_TIMEOUT_S`` from the first: none starts after it,
+and those left keep their URLs. A slow CDN would otherwise hold the poll past its lease, and
+the job would be polled (and its images fetched) a second time meanwhile.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import time
 
 from shared.output_files import output_names, save_output, write_file
 from shared.upstream_answers import ResultAnswer
@@ -32,7 +37,12 @@ def collect_outputs(rt: Runtime, job_id: str, result: ResultAnswer) -> list[str]
     names = output_names(job_id, job.line, job.params, count)
     directory = rt.settings.results_dir
     if rt.settings.download_outputs:
+        until = time.monotonic() + rt.settings.http_timeout_s
         for name, url in zip(names, result.output_urls, strict=False):
+            if time.monotonic() >= until:
+                log.warning("job %s: output %s not saved, the downloads' time was up; its URL "
+                            "stays in outputs", job_id, name)  # fmt: skip
+                continue
             for failure in save_output(directory, name, url, rt.client.download).failures:
                 log.warning(
                     "job %s: output not saved, its URL stays in outputs: %s", job_id, failure
