@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import math
 import re
@@ -53,6 +54,17 @@ MAX_REQUEST_ID_CHARS = 256
 
 MAX_OUTPUT_DEPTH = 3
 """How deep ``split_output`` looks into lists and objects for output strings."""
+
+MAX_OUTPUTS_KEPT = 40
+"""A job asks for 10 images at most: outputs past this many are counted, not kept, so that a
+hostile or broken answer (a helper's held 3,000 URLs) cannot put megabytes in a job record."""
+
+MAX_URL_CHARS = 8192
+"""A signed CDN URL is a few hundred characters; a longer string is not kept as one."""
+
+MAX_METRICS = 32
+MAX_METRIC_NAME_CHARS = 64
+"""Metrics past these (Segmind sends three or four, with short names) are not kept."""
 
 _ACCOUNT_406 = re.compile(
     r"credit|balance|spend(?:ing)?[\s_-]*limit|funds|budget|wallet|billing|quota",
@@ -97,8 +109,8 @@ class ResultAnswer(BaseModel):
     """A COMPLETED request's outputs, told apart: media URLs, and base64 images (standard
     alphabet, padded, no ``data:`` prefix: ``base64.b64decode`` reads them as they are).
 
-    ``unrecognized_outputs`` counts output items that were neither, kept beside at least one
-    that was (with none, the answer is ``UnusableOutput``).
+    ``unrecognized_outputs`` counts output items not kept (neither, or past ``split_output``'s
+    limits) beside at least one that was (with none, the answer is ``UnusableOutput``).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -226,23 +238,30 @@ def read_metrics(value: object) -> dict[str, float]:
     """Numeric metrics (``inference_time``, ``queue_time``, ...); wrong types are dropped."""
     if not isinstance(value, dict):
         return {}
-    numbers = {name: _finite(number) for name, number in value.items() if name.isprintable()}
+    numbers = {
+        name: _finite(number)
+        for name, number in itertools.islice(value.items(), MAX_METRICS)
+        if isinstance(name, str) and name.isprintable() and len(name) <= MAX_METRIC_NAME_CHARS
+    }
     return {name: number for name, number in numbers.items() if number is not None}
 
 
 def split_output(value: object) -> tuple[list[str], list[str], int]:
-    """``output`` as (URLs, base64 images, unrecognized items).
+    """``output`` as (URLs, base64 images, items not kept).
 
     The protocol knows a string or a list of them; other models of the same API answer with
     objects too (``{"image": URL}``), so the strings inside lists and objects are read as
     well, ``MAX_OUTPUT_DEPTH`` deep. A URL with spaces in its path is taken with them
-    percent-encoded, as a browser would."""
+    percent-encoded, as a browser would. Items past ``MAX_OUTPUTS_KEPT``, and URLs longer than
+    ``MAX_URL_CHARS``, are counted among those not kept."""
     urls: list[str] = []
     images: list[str] = []
     unrecognized = 0
     for item in _output_items(value, MAX_OUTPUT_DEPTH):
         text = item.strip() if isinstance(item, str) else ""
-        if is_http_url(url := _spaces_encoded(text)):
+        if len(urls) + len(images) >= MAX_OUTPUTS_KEPT:
+            unrecognized += 1
+        elif len(text) <= MAX_URL_CHARS and is_http_url(url := _spaces_encoded(text)):
             urls.append(url)
         elif text and (image := base64_image(text)) is not None:
             images.append(image)

@@ -27,8 +27,9 @@ log = logging.getLogger("segq.jobs")
 def collect_outputs(rt: Runtime, job_id: str, result: ResultAnswer) -> list[str]:
     """The job's outputs: its URLs, then the paths of its base64 images written to disk."""
     if result.unrecognized_outputs:
-        log.warning("job %s: %d output items are neither URLs nor images and were not kept",
-                    job_id, result.unrecognized_outputs)  # fmt: skip
+        log.warning("job %s: %d output items were not kept (neither a URL nor an image, a "
+                    "URL over 8 KB, or past the 40th)", job_id,
+                    result.unrecognized_outputs)  # fmt: skip
     outputs = list(result.output_urls)
     if not result.output_base64 and not rt.settings.download_outputs:
         return outputs

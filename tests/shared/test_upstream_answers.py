@@ -343,3 +343,21 @@ def test_every_output_item_is_a_url_an_image_or_counted(items):
     assert answer.output_urls == urls
     total = len(answer.output_urls) + len(answer.output_base64) + answer.unrecognized_outputs
     assert total == len(items)
+
+
+def test_an_answer_of_thousands_of_outputs_keeps_forty_and_counts_the_rest():
+    urls = [f"https://cdn.segmind.com/out/{n}.jpeg" for n in range(3000)]
+    answer = parse_result(reply(200, {"status": "COMPLETED", "output": urls}))
+    assert answer.output_urls == urls[:40]
+    assert answer.unrecognized_outputs == 2960
+
+
+def test_a_url_over_8_kb_and_metrics_past_the_limits_are_not_kept():
+    long_url = "https://cdn.segmind.com/out/" + "a" * 8200 + ".jpeg"
+    metrics = {"inference_time": 1.5, "n" * 65: 1.0, **{f"m{n}": n for n in range(100)}}
+    answer = parse_result(
+        reply(200, {"status": "COMPLETED", "output": [long_url, URL], "metrics": metrics})
+    )
+    assert answer.output_urls == [URL] and answer.unrecognized_outputs == 1
+    assert len(answer.metrics) == 31 and answer.metrics["inference_time"] == 1.5
+    assert "n" * 65 not in answer.metrics
