@@ -37,6 +37,17 @@ from shared.redis_connection import async_redis_client
 from shared.settings import Settings
 
 
+def raise_lost_cancel() -> None:
+    """Re-raises a cancellation that an awaited Redis call swallowed. On Python 3.11,
+    ``asyncio.wait_for`` (which redis-py wraps around every send once ``socket_timeout`` is
+    set, 5 s by default from redis-py 8) drops a cancel that arrives as the send completes,
+    so a cancelled wait would otherwise go on to its timeout (600 s for ``result()``) and
+    then return a job that has not ended. The task still counts the cancel (``cancelling``)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class AsyncJobStore:
     """Jobs in Redis for asyncio callers; the client must decode responses."""
 
@@ -103,6 +114,7 @@ class AsyncJobStore:
                 await pubsub.subscribe(redis_keys.events(job_id))
                 job = await self.get_job(job_id)
                 while not job.is_terminal and (left := deadline - loop.time()) > 0:
+                    raise_lost_cancel()
                     await pubsub.get_message(timeout=min(left, 1.0))
                     job = await self.get_job(job_id)
                 return job
@@ -163,6 +175,7 @@ class AsyncJobStore:
                 await pubsub.psubscribe(redis_keys.batch_events_pattern(batch_id))
                 summary = await self.get_batch(batch_id)
                 while not summary.is_terminal and (left := deadline - loop.time()) > 0:
+                    raise_lost_cancel()
                     if await pubsub.get_message(timeout=min(left, 1.0)) is not None:
                         for _ in range(EVENTS_DRAINED):
                             if await pubsub.get_message(timeout=0) is None:

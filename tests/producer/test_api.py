@@ -4,6 +4,7 @@ batches, waits woken by job ends, cancel, retry, failure reasons and the fleet's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -305,6 +306,35 @@ def test_the_async_producer_holds_more_waits_at_once_than_redis_pys_default_pool
 
     seen = asyncio.run(scenario())
     assert [getattr(job, "state", job) for job in seen] == [JobState.QUEUED] * 150
+
+
+@pytest.mark.parametrize("waiting", ["job", "batch"])
+def test_a_cancelled_async_wait_ends_even_when_a_redis_call_swallowed_the_cancel(settings, waiting):
+    """Python 3.11's asyncio.wait_for, around each of redis-py's sends, drops a cancel that
+    lands as the send completes; the wait must still end instead of running to its timeout."""
+
+    async def scenario() -> float:
+        async with AsyncProducer(settings=settings) as made:
+            receipt = await made.enqueue_many([{"prompt": "a fox"}], batch_id="cw")
+            reads = made.store.get_job if waiting == "job" else made.store.get_batch
+
+            async def read_that_swallows_a_cancel(*args):
+                asyncio.current_task().cancel()
+                # what asyncio.wait_for does on 3.11 when its future is already done
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)
+                return await reads(*args)
+
+            wait = made.wait("cw.1", timeout_s=30) if waiting == "job" else made.wait_batch(
+                receipt.batch_id, timeout_s=30
+            )  # fmt: skip
+            setattr(made.store, reads.__name__, read_that_swallows_a_cancel)
+            start = time.monotonic()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.create_task(wait)
+            return time.monotonic() - start
+
+    assert asyncio.run(scenario()) < WAKE_S
 
 
 def test_the_async_producer_enqueues_waits_on_events_cancels_retries_and_pauses(settings):
