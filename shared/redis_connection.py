@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
 import redis.asyncio.sentinel
+import redis.backoff
 import redis.sentinel
 
 from shared.errors import ConfigurationError
@@ -88,6 +90,11 @@ def redis_client(settings: Settings, url: str | None = None, **options: Any) -> 
 ASYNC_POOL_CONNECTIONS = 2000
 """Connections one asyncio client may open: about as many waits at once (Redis allows 10,000
 clients by default, shared by every process)."""
+ASYNC_RECONNECTS = 2
+"""Times an asyncio call reconnects when Redis closed its pooled connection (a restart, a
+failover, Redis' idle ``timeout``). The sync pool checks a connection before lending it;
+redis.asyncio's does not notice a closed one, so without this the first call on each pooled
+connection after such an event fails. Only on ConnectionError: a timeout is not retried."""
 
 
 def async_redis_client(
@@ -99,6 +106,7 @@ def async_redis_client(
     url = url or settings.redis_url
     options.setdefault("decode_responses", True)
     options.setdefault("max_connections", ASYNC_POOL_CONNECTIONS)
+    options.setdefault("retry", _reconnects())
     if not is_sentinel_url(url):
         return redis.asyncio.Redis.from_url(url, **options)
     address = parse_sentinel_url(url)
@@ -106,6 +114,11 @@ def async_redis_client(
         address.sentinels, sentinel_kwargs=_to_sentinels(settings, options)
     )
     return sentinel.master_for(_master_name(settings), **address.master_kwargs(), **options)
+
+
+def _reconnects() -> redis.asyncio.retry.Retry:
+    backoff = redis.backoff.ExponentialBackoff(cap=0.5, base=0.05)
+    return redis.asyncio.retry.Retry(backoff, ASYNC_RECONNECTS, (redis.ConnectionError,))
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:

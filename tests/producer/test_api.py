@@ -383,3 +383,24 @@ def test_the_async_producer_retries_failed_jobs_and_groups_their_reasons(setting
 
     asyncio.run(scenario())
     assert sync_producer.get_batch("ar").counts["queued"] == 2
+
+
+def test_the_async_producer_reconnects_when_redis_closed_its_connections(settings, redis_client):
+    """A Redis restart, a failover or Redis' idle ``timeout`` closes pooled connections; the
+    next call (and a wait in progress) must reconnect, as the sync producer does, not fail."""
+
+    def close_every_connection() -> None:
+        redis_client.client_kill_filter(_type="normal", skipme=True)
+        redis_client.client_kill_filter(_type="pubsub", skipme=True)
+
+    async def scenario() -> list[object]:
+        async with AsyncProducer(settings=settings) as made:
+            job = await made.enqueue({"prompt": "a fox"})
+            waiting = asyncio.create_task(made.wait(job.job_id, timeout_s=2.0))
+            await asyncio.sleep(0.5)
+            close_every_connection()
+            state = await made.fleet_state()
+            close_every_connection()
+            return [state.paused, (await made.get_job(job.job_id)).state, (await waiting).state]
+
+    assert asyncio.run(scenario()) == [False, JobState.QUEUED, JobState.QUEUED]
