@@ -7,7 +7,15 @@ from producer.api import JobHandle, Producer
 from producer.api_async import AsyncJobHandle, AsyncProducer
 from producer.enqueueing import BatchLine, BatchReceipt
 from producer.failures import FailureReason
-from shared.errors import InputError, JobNotCompleted, JobNotFound, SegqError, WaitTimeout
+from shared.errors import (
+    ConfigurationError,
+    InputError,
+    JobNotCompleted,
+    JobNotFound,
+    SegqError,
+    StoreError,
+    WaitTimeout,
+)
 from shared.job_model import Job, JobFailure, JobState
 from shared.job_store import BatchSummary, FleetState
 from shared.request_model import GenerationRequest
@@ -18,6 +26,7 @@ __all__ = [
     "BatchLine",
     "BatchReceipt",
     "BatchSummary",
+    "ConfigurationError",
     "FailureReason",
     "FleetState",
     "GenerationRequest",
@@ -30,5 +39,6 @@ __all__ = [
     "JobState",
     "Producer",
     "SegqError",
+    "StoreError",
     "WaitTimeout",
 ]

@@ -55,12 +55,17 @@ def later(delay_s: float, action) -> Iterator[None]:
         thread.join(timeout=WAKE_S)
 
 
+def test_an_unreachable_redis_raises_the_exported_store_error():
+    with Producer("redis://127.0.0.1:1/0") as made, pytest.raises(producer.StoreError):
+        made.fleet_state()
+
+
 def test_the_public_api_is_exactly_what_all_names():
     assert sorted(producer.__all__) == [
         "AsyncJobHandle", "AsyncProducer", "BatchLine", "BatchReceipt", "BatchSummary",
-        "FailureReason", "FleetState", "GenerationRequest", "InputError", "Job", "JobFailure",
-        "JobHandle", "JobNotCompleted", "JobNotFound", "JobState", "Producer", "SegqError",
-        "WaitTimeout",
+        "ConfigurationError", "FailureReason", "FleetState", "GenerationRequest", "InputError",
+        "Job", "JobFailure", "JobHandle", "JobNotCompleted", "JobNotFound", "JobState",
+        "Producer", "SegqError", "StoreError", "WaitTimeout",
     ]  # fmt: skip
     assert all(hasattr(producer, name) for name in producer.__all__)
 
