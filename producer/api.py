@@ -28,7 +28,7 @@ from producer.enqueueing import (
 from producer.failures import FAILURES_SAMPLED, FailureReason, group_failures
 from shared.job_model import Job, JobState
 from shared.job_store import BatchSummary, FleetState, JobStore, NewJob
-from shared.redis_connection import redis_client
+from shared.redis_connection import PRODUCER_POOL_CONNECTIONS, redis_client
 from shared.settings import Settings, get_settings
 
 DEFAULT_RESULT_TIMEOUT_S = 600.0
@@ -38,11 +38,12 @@ class Producer:
     """Enqueues jobs and batches, reads, waits for, cancels and retries them, pauses the fleet.
 
     ``redis_url`` defaults to ``SEGQ_REDIS_URL``; ``settings`` to the process's settings (job
-    retention, batch size limit). Thread-safe (redis-py pools its connections)."""
+    retention, batch size limit). Thread-safe: threads share its pool of connections, where each
+    wait in progress holds one for its subscription (``PRODUCER_POOL_CONNECTIONS``)."""
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        client = redis_client(self.settings, redis_url)
+        client = redis_client(self.settings, redis_url, max_connections=PRODUCER_POOL_CONNECTIONS)
         self.store = JobStore(client, retention_s=self.settings.job_retention_s)
 
     def __enter__(self) -> Producer:

@@ -90,6 +90,10 @@ def redis_client(settings: Settings, url: str | None = None, **options: Any) -> 
 ASYNC_POOL_CONNECTIONS = 2000
 """Connections one asyncio client may open: about as many waits at once (Redis allows 10,000
 clients by default, shared by every process)."""
+PRODUCER_POOL_CONNECTIONS = ASYNC_POOL_CONNECTIONS
+"""The same for a sync ``Producer`` shared by an app's threads: redis-py 8 caps a pool at 100
+connections, and a wait holds two while it reads the job, so some 50 threads waiting at once
+made the rest fail with StoreError."""
 ASYNC_RECONNECTS = 2
 """Times an asyncio call reconnects when Redis closed its pooled connection (a restart, a
 failover, Redis' idle ``timeout``). The sync pool checks a connection before lending it;

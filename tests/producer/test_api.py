@@ -409,3 +409,21 @@ def test_the_async_producer_reconnects_when_redis_closed_its_connections(setting
             return [state.paused, (await made.get_job(job.job_id)).state, (await waiting).state]
 
     assert asyncio.run(scenario()) == [False, JobState.QUEUED, JobState.QUEUED]
+
+
+def test_a_sync_producer_holds_more_waits_at_once_than_redis_pys_default_pool(sync_producer):
+    job = sync_producer.enqueue({"prompt": "a fox"})
+    seen: list[object] = []
+
+    def wait() -> None:
+        try:
+            seen.append(job.wait(timeout_s=1.5).state)
+        except Exception as exc:  # the assertion shows what was raised
+            seen.append(exc)
+
+    threads = [threading.Thread(target=wait) for _ in range(150)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=WAKE_S)
+    assert seen == [JobState.QUEUED] * 150
