@@ -88,8 +88,9 @@ def redis_client(settings: Settings, url: str | None = None, **options: Any) -> 
 
 
 ASYNC_POOL_CONNECTIONS = 2000
-"""Connections one asyncio client may open: about as many waits at once (Redis allows 10,000
-clients by default, shared by every process)."""
+"""Connections one asyncio client may open: a wait holds its subscription's and, while it
+reads the job, a second, so about 1,000 waits started at once (Redis allows 10,000 clients by
+default, shared by every process)."""
 PRODUCER_POOL_CONNECTIONS = ASYNC_POOL_CONNECTIONS
 """The same for a sync ``Producer`` shared by an app's threads: redis-py 8 caps a pool at 100
 connections, and a wait holds two while it reads the job, so some 50 threads waiting at once
