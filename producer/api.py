@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import redis.retry
+
 from producer.enqueueing import (
     BatchLine,
     BatchPlan,
@@ -28,7 +30,7 @@ from producer.enqueueing import (
 from producer.failures import FAILURES_SAMPLED, FailureReason, group_failures
 from shared.job_model import Job, JobState
 from shared.job_store import BatchSummary, FleetState, JobStore, NewJob
-from shared.redis_connection import PRODUCER_POOL_CONNECTIONS, redis_client
+from shared.redis_connection import PRODUCER_POOL_CONNECTIONS, reconnects, redis_client
 from shared.settings import Settings, get_settings
 
 DEFAULT_RESULT_TIMEOUT_S = 600.0
@@ -43,7 +45,8 @@ class Producer:
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        client = redis_client(self.settings, redis_url, max_connections=PRODUCER_POOL_CONNECTIONS)
+        client = redis_client(self.settings, redis_url, max_connections=PRODUCER_POOL_CONNECTIONS,
+                              retry=reconnects(redis.retry.Retry))  # fmt: skip
         self.store = JobStore(client, retention_s=self.settings.job_retention_s)
 
     def __enter__(self) -> Producer:

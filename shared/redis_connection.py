@@ -24,6 +24,7 @@ import redis.asyncio
 import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.backoff
+import redis.retry
 import redis.sentinel
 
 from shared.errors import ConfigurationError
@@ -95,11 +96,12 @@ PRODUCER_POOL_CONNECTIONS = ASYNC_POOL_CONNECTIONS
 """The same for a sync ``Producer`` shared by an app's threads: redis-py 8 caps a pool at 100
 connections, and a wait holds two while it reads the job, so some 50 threads waiting at once
 made the rest fail with StoreError."""
-ASYNC_RECONNECTS = 2
-"""Times an asyncio call reconnects when Redis closed its pooled connection (a restart, a
-failover, Redis' idle ``timeout``). The sync pool checks a connection before lending it;
-redis.asyncio's does not notice a closed one, so without this the first call on each pooled
-connection after such an event fails. Only on ConnectionError: a timeout is not retried."""
+RECONNECTS = 2
+"""Times a producer's call reconnects when Redis closed its connection (a restart, a failover,
+Redis' idle ``timeout``). redis.asyncio's pool lends a closed connection without noticing, and
+a subscription (a wait) is cut the same way in both flavours, so without this the first call
+on each pooled connection, and every wait in progress, failed. Only on ConnectionError: a
+timeout is not retried."""
 
 
 def async_redis_client(
@@ -111,7 +113,7 @@ def async_redis_client(
     url = url or settings.redis_url
     options.setdefault("decode_responses", True)
     options.setdefault("max_connections", ASYNC_POOL_CONNECTIONS)
-    options.setdefault("retry", _reconnects())
+    options.setdefault("retry", reconnects(redis.asyncio.retry.Retry))
     if not is_sentinel_url(url):
         return redis.asyncio.Redis.from_url(url, **options)
     address = parse_sentinel_url(url)
@@ -121,9 +123,10 @@ def async_redis_client(
     return sentinel.master_for(_master_name(settings), **address.master_kwargs(), **options)
 
 
-def _reconnects() -> redis.asyncio.retry.Retry:
+def reconnects(retry_class: Any) -> Any:
+    """redis-py's ``Retry`` (``redis.retry.Retry``, or the asyncio one) for ``RECONNECTS``."""
     backoff = redis.backoff.ExponentialBackoff(cap=0.5, base=0.05)
-    return redis.asyncio.retry.Retry(backoff, ASYNC_RECONNECTS, (redis.ConnectionError,))
+    return retry_class(backoff, RECONNECTS, (redis.ConnectionError,))
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:

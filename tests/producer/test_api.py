@@ -434,3 +434,14 @@ def test_a_sync_producer_holds_more_waits_at_once_than_redis_pys_default_pool(sy
     for thread in threads:
         thread.join(timeout=WAKE_S)
     assert seen == [JobState.QUEUED] * 150
+
+
+def test_a_sync_wait_goes_on_when_redis_closed_its_subscription(sync_producer, redis_client):
+    job = sync_producer.enqueue({"prompt": "a fox"})
+
+    def close_every_connection() -> None:
+        redis_client.client_kill_filter(_type="pubsub", skipme=True)
+        redis_client.client_kill_filter(_type="normal", skipme=True)
+
+    with later(0.5, close_every_connection):
+        assert job.wait(timeout_s=2.0).state is JobState.QUEUED
