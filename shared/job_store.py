@@ -238,12 +238,11 @@ class JobStore:
             pubsub.subscribe(redis_keys.events(job_id))
             job = self.get_job(job_id)
             while not job.is_terminal and (left := deadline - time.monotonic()) > 0:
-                if pubsub.get_message(timeout=min(left, 1.0)) is not None:
-                    job = self.get_job(job_id)
-                elif job.batch_id:
-                    job = self.get_job(job_id)  # a batch cancel ends queued jobs silently
-            # at the timeout, as it is now: no event said it was submitted or started running
-            return job if job.is_terminal else self.get_job(job_id)
+                # re-read each second too: a batch cancel ends queued jobs silently, and an end
+                # published while a cut subscription was being restored is never heard
+                pubsub.get_message(timeout=min(left, 1.0))
+                job = self.get_job(job_id)
+            return job
 
     def wait_batch(self, batch_id: str, timeout_s: float) -> BatchSummary:
         """The batch once every job has ended, or as it is when ``timeout_s`` runs out; woken by

@@ -445,3 +445,17 @@ def test_a_sync_wait_goes_on_when_redis_closed_its_subscription(sync_producer, r
 
     with later(0.5, close_every_connection):
         assert job.wait(timeout_s=2.0).state is JobState.QUEUED
+
+
+def test_a_sync_wait_sees_an_end_whose_event_it_never_heard(sync_producer, redis_client):
+    """An end published while a cut subscription is being restored is lost; the once-a-second
+    re-read (which the README promises for both flavours) still finds it."""
+    job = sync_producer.enqueue({"prompt": "a fox"})
+
+    def silently_ended() -> None:
+        redis_client.hset(redis_keys.job(job.job_id), "state", "cancelled")
+
+    start = time.monotonic()
+    with later(0.5, silently_ended):
+        assert job.wait(timeout_s=30).state is JobState.CANCELLED
+    assert time.monotonic() - start < WAKE_S
