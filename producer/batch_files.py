@@ -20,11 +20,12 @@ import codecs
 import csv
 import hashlib
 import json
+import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from producer.enqueueing import BatchLine, LineProblem, unknown_parameter
 from shared.errors import InputError
@@ -71,7 +72,7 @@ def format_of(path: Path, given: str | None) -> str:
 
 class BatchFile:
     """One batch file; ``entries()`` reads it again each time it is called (two passes: check
-    everything, then enqueue), and ``sha256`` is the digest of the last full read."""
+    everything, then enqueue), and ``sha256`` is the digest of the first full read."""
 
     def __init__(
         self, path: Path, file_format: str | None, *, max_file_bytes: int, max_line_bytes: int
@@ -81,6 +82,7 @@ class BatchFile:
         self.format = format_of(path, file_format)
         self.max_line_bytes = max_line_bytes
         self.sha256 = ""
+        self._checked: FileVersion | None = None
         if size > max_file_bytes:
             raise InputError(f"{path}: {size:,} bytes; the limit is {max_file_bytes:,} "
                              "(SEGQ_MAX_FILE_BYTES)")  # fmt: skip
@@ -100,18 +102,71 @@ class BatchFile:
 
     def entries(self) -> Iterator[Entry]:
         """Each line that makes a job (``BatchLine``, parameters not yet validated) or a
-        ``LineProblem``, in file order."""
+        ``LineProblem``, in file order. Every read sees the bytes the first one saw, or fails:
+        the first pass's checks and digest (the batch id) must hold for what the second
+        enqueues, so a file still being written, or changed between the passes, is refused."""
         parse = {"jsonl": jsonl_entries, "csv": csv_entries, "text": text_entries}[self.format]
         digest = hashlib.sha256()
         try:
             with self.path.open("rb") as stream:
-                yield from parse(physical_lines(stream, self.max_line_bytes, digest))
+                version = FileVersion.of(stream)
+                if self._checked is not None and version != self._checked:
+                    raise InputError(f"{self.path}: {CHANGED} since it was checked; nothing "
+                                     "of it was enqueued: run segq batch again")  # fmt: skip
+                bounded = BoundedStream(stream, version.size)
+                yield from parse(physical_lines(bounded, self.max_line_bytes, digest))
+                changed = FileVersion.of(stream) != version
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read it ({exc.strerror})") from None
-        self.sha256 = digest.hexdigest()
+        if self._checked is None:
+            if changed:
+                raise InputError(f"{self.path}: {CHANGED} while it was checked (is it still "
+                                 "being written?); nothing was enqueued")  # fmt: skip
+            self._checked, self.sha256 = version, digest.hexdigest()
+        elif changed or digest.hexdigest() != self.sha256:
+            raise InputError(f"{self.path}: {CHANGED} while its lines were enqueued (is it "
+                             "still being written?); those read before the change are in the "
+                             "batch, the lines after it are not")  # fmt: skip
 
 
-def physical_lines(stream: BinaryIO, max_line_bytes: int, digest: Any) -> Iterator[PhysicalLine]:
+CHANGED = "the file changed"
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """What tells one version of a file from the next: a write changes its size or
+    modification time, an editor's save (a new file renamed over it) its inode."""
+
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+
+    @classmethod
+    def of(cls, stream: BinaryIO) -> FileVersion:
+        status = os.fstat(stream.fileno())
+        return cls(status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+class LineReader(Protocol):
+    def readline(self, limit: int, /) -> bytes: ...
+
+
+class BoundedStream:
+    """A binary stream that ends after ``size`` bytes: lines appended while a pass reads the
+    file are not read (the version check then refuses the file)."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self.stream = stream
+        self.remaining = size
+
+    def readline(self, limit: int) -> bytes:
+        line = self.stream.readline(min(limit, self.remaining))
+        self.remaining -= len(line)
+        return line
+
+
+def physical_lines(stream: LineReader, max_line_bytes: int, digest: Any) -> Iterator[PhysicalLine]:
     """The stream's lines, decoded one by one; a line longer than ``max_line_bytes`` is
     skipped (read in chunks, never held) and reported."""
     number = 0
@@ -142,7 +197,7 @@ def without_utf8_bom(first_line: bytes) -> bytes:
     return first_line.removeprefix(codecs.BOM_UTF8)
 
 
-def skip_rest_of_line(stream: BinaryIO, digest: Any) -> None:
+def skip_rest_of_line(stream: LineReader, digest: Any) -> None:
     while chunk := stream.readline(SKIP_CHUNK_BYTES):
         digest.update(chunk)
         if chunk.endswith(b"\n"):

@@ -172,3 +172,51 @@ def test_csv_strings_are_typed_by_the_request_model_with_defaults_under_them():
                                   {"steps": 6, "seed": 3})  # fmt: skip
     assert not isinstance(request, list)
     assert (request.prompt, request.steps, request.seed, request.base64) == ("a fox", 9, 3, True)
+
+
+def test_a_file_changed_between_the_check_and_the_enqueue_is_refused_before_any_line(tmp_path):
+    path = write(tmp_path, "p.txt", "a red fox\na blue whale\n")
+    batch_file = BatchFile(path, None, **LIMITS)
+    assert len(list(batch_file.entries())) == 2  # the first pass: checked, digest taken
+    with path.open("ab") as stream:  # still being written, or edited, between the passes
+        stream.write(b"a line nobody checked\n")
+    second = batch_file.entries()
+    with pytest.raises(InputError, match="changed since it was checked; nothing"):
+        next(second)
+
+
+def test_a_file_growing_while_it_is_checked_is_refused(tmp_path):
+    path = write(tmp_path, "p.txt", "a red fox\na blue whale\n")
+    first = BatchFile(path, None, **LIMITS).entries()
+    assert next(first) == BatchLine(1, {"prompt": "a red fox"})
+    with path.open("ab") as stream:
+        stream.write(b"appended while the first pass read\n")
+    with pytest.raises(InputError, match="changed while it was checked"):
+        list(first)
+
+
+def test_a_file_changed_in_place_during_the_enqueue_fails_before_its_last_chunk(tmp_path):
+    path = write(tmp_path, "p.txt", "".join(f"fox {n:05d}\n" for n in range(1, 10_001)))
+    batch_file = BatchFile(path, None, **LIMITS)
+    list(batch_file.entries())
+    stat = path.stat()
+    second = batch_file.entries()
+    assert next(second) == BatchLine(1, {"prompt": "fox 00001"})
+    with path.open("r+b") as stream:  # same size, same time: only the digest can tell
+        stream.seek(-6, os.SEEK_END)  # the last line, far past what the reader buffered
+        stream.write(b"XXXXX")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(InputError, match="changed while its lines were enqueued"):
+        list(second)
+
+
+def test_a_file_growing_while_it_is_enqueued_fails_before_its_last_chunk(tmp_path):
+    path = write(tmp_path, "p.txt", "a red fox\na blue whale\n")
+    batch_file = BatchFile(path, None, **LIMITS)
+    list(batch_file.entries())
+    second = batch_file.entries()
+    assert next(second) == BatchLine(1, {"prompt": "a red fox"})
+    with path.open("ab") as stream:  # the whole file would be another batch: say so
+        stream.write(b"appended while the second pass read\n")
+    with pytest.raises(InputError, match="changed while its lines were enqueued"):
+        list(second)
