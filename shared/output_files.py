@@ -21,6 +21,7 @@ expire an hour after the job ends: save them before that.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -87,8 +88,13 @@ def write_file(directory: Path, name: str, content: bytes) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = (directory / name).resolve()
     partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
-    partial.write_bytes(content)
-    partial.replace(path)
+    try:
+        partial.write_bytes(content)
+        partial.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):  # a full disk keeps no half image either
+            partial.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -113,7 +119,18 @@ def save_output(directory: Path, name: str, output: str, fetch: Fetch) -> SavedO
         if is_url(output) and not is_image(content):  # an error page served with a 200, say
             saved.failures.append(f"{name}: {output}: not an image (it starts {content[:16]!r})")
         else:
-            saved.written.append(write_file(directory, name, content))
+            saved.add(written(directory, name, content))
+    return saved
+
+
+def written(directory: Path, name: str, content: bytes) -> SavedOutputs:
+    """``write_file``, a directory that cannot take the file (full, read-only, not a
+    directory) being a failure of this image, as an expired URL is, not of the whole save."""
+    saved = SavedOutputs()
+    try:
+        saved.written.append(write_file(directory, name, content))
+    except OSError as exc:
+        saved.failures.append(f"{name}: cannot write it into {directory} ({exc.strerror or exc})")
     return saved
 
 

@@ -100,7 +100,7 @@ def test_wait_on_an_unknown_id_says_so(redis_url):
     assert "no job or batch no-such-batch" in done.stderr
 
 
-def test_a_download_directory_that_cannot_be_made_is_one_error_line_not_a_traceback(
+def test_a_download_directory_that_cannot_be_made_is_a_listed_failure_not_a_traceback(
     make_fleet, tmp_path
 ):
     fleet = make_fleet()
@@ -110,7 +110,9 @@ def test_a_download_directory_that_cannot_be_made_is_one_error_line_not_a_traceb
     a_file.write_text("")
     done = run_segq(fleet.env(), "wait", job_id, "--download", str(a_file / "images"))
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == f"Error: Not a directory: {a_file / 'images'}"
+    last = done.stderr.strip().splitlines()[-1]
+    images = a_file / "images"
+    assert last == f"  not saved: {job_id}.jpg: cannot write it into {images} (Not a directory)"
 
 
 def test_a_wait_interrupted_with_ctrl_c_exits_130_not_as_a_failed_job(make_fleet):

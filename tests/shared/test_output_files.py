@@ -104,3 +104,13 @@ def test_two_writers_of_one_name_at_once_each_rename_a_whole_file(tmp_path):
     assert errors == []
     content = (tmp_path / "000001-b.1.jpg").read_bytes()
     assert content == content[:1] * 200_000
+
+
+def test_a_directory_that_cannot_take_the_file_is_a_failure_of_that_image(tmp_path):
+    not_a_directory = tmp_path / "images"
+    not_a_directory.write_bytes(b"")  # or full, or read-only: the write raises OSError
+    saved = save_outputs(not_a_directory, "b.4", 4, {}, ["https://cdn.example/a.jpg"],
+                         lambda url: JPEG)  # fmt: skip
+    assert not saved.written
+    [failure] = saved.failures
+    assert failure.startswith(f"000004-b.4.jpg: cannot write it into {not_a_directory} (")
