@@ -9,6 +9,7 @@ file again enqueues only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -38,7 +39,7 @@ from producer.terminal import (
     priority_option,
     set_option,
 )
-from shared.errors import InputError
+from shared.errors import InputError, StoreError
 from shared.settings import Settings
 
 PROBLEMS_IN_JSON = 100
@@ -136,16 +137,31 @@ def batch(
                                max_line_bytes=settings.max_line_bytes)  # fmt: skip
         check = check_file(batch_file, defaults, settings.max_batch_lines, quiet=False)
         refuse_or_continue(check, skip_invalid, as_json, file)
-        receipt = producer.enqueue_many(
-            valid_lines(batch_file, check.invalid),
-            batch_id=batch_id or default_batch_id(batch_file, defaults),
-            defaults=defaults,
-            source=file.name,
-            priority=priority,
-            callback=callback_task,
-            webhook_url=webhook_url,
-        )
+        batch_id = batch_id or default_batch_id(batch_file, defaults)
+        with stopped_part_way(batch_id):
+            receipt = producer.enqueue_many(
+                valid_lines(batch_file, check.invalid),
+                batch_id=batch_id,
+                defaults=defaults,
+                source=file.name,
+                priority=priority,
+                callback=callback_task,
+                webhook_url=webhook_url,
+            )
     report(receipt, check, as_json)
+
+
+@contextlib.contextmanager
+def stopped_part_way(batch_id: str) -> Iterator[None]:
+    """Names the batch when the enqueue stops half-way (Ctrl-C, Redis gone): the id is printed
+    only at the end, and a person needs it to follow, or cancel, the jobs already in."""
+    try:
+        yield
+    except (KeyboardInterrupt, StoreError):
+        people().print(f"batch {batch_id}: stopped before every line was enqueued; the lines "
+                       "before that are in it. Run the same command again to add the rest "
+                       "(no line is enqueued twice).", markup=False)  # fmt: skip
+        raise
 
 
 def refuse_or_continue(check: FileCheck, skip_invalid: bool, as_json: bool, file: Path) -> None:
