@@ -194,7 +194,16 @@ def without_utf8_bom(first_line: bytes) -> bytes:
         if first_line.startswith(bom):
             raise InputError(f"the file is {encoding} (it starts with a {encoding} byte order "
                              "mark); save it as UTF-8")  # fmt: skip
+    if looks_wide(first_line.rstrip(b"\r\n\x00")):
+        raise InputError("the file looks like UTF-16 or UTF-32 without a byte order mark "
+                         "(a NUL byte beside each character of its first line); save it as "
+                         "UTF-8")  # fmt: skip
     return first_line.removeprefix(codecs.BOM_UTF8)
+
+
+def looks_wide(text: bytes) -> bool:
+    """Whether every other byte is NUL, as in ASCII text saved as UTF-16 (or UTF-32)."""
+    return len(text) >= 2 and (not text[0::2].strip(b"\x00") or not text[1::2].strip(b"\x00"))
 
 
 def skip_rest_of_line(stream: LineReader, digest: Any) -> None:

@@ -82,6 +82,21 @@ def test_a_utf8_bom_is_ignored_and_a_utf16_file_is_refused_with_what_to_do(tmp_p
         read(wide)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_a_wide_file_without_a_byte_order_mark_is_refused_with_what_to_do(tmp_path, encoding):
+    """Not a NUL character on every line, as each line of such a file read as UTF-8 says."""
+    wide = write(
+        tmp_path, "wide.jsonl", '{"prompt": "a cat"}\n{"prompt": "a dog"}\n'.encode(encoding)
+    )
+    with pytest.raises(InputError, match=r"UTF-16 or UTF-32 without a byte order mark.*UTF-8"):
+        read(wide)
+
+
+def test_a_nul_byte_in_a_utf8_first_line_is_that_lines_problem_only(tmp_path):
+    entries = read(write(tmp_path, "p.txt", b"a c\x00t\nb dog\n"))
+    assert entries == [BatchLine(1, {"prompt": "a c\x00t"}), BatchLine(2, {"prompt": "b dog"})]
+
+
 def test_bad_bytes_and_overlong_lines_are_problems_and_the_rest_is_read(tmp_path):
     content = b"fine\nbad \xff byte\n" + b"x" * 5000 + b"\nafter\n"
     entries = read(write(tmp_path, "p.txt", content))
