@@ -31,8 +31,8 @@ TICK_S = 0.25
 """How often progress is read again: a fraction of a second, a few cheap reads."""
 
 SWEEP_SLICE_S = 0.2
-"""How long each tick spends on the first full read of a batch's completed jobs, so the
-progress bar moves while a big batch is read."""
+"""How long each tick spends at most reading jobs to save (a 200k-job batch's full read takes
+a minute or more), so that the progress bar moves meanwhile."""
 
 STORE_AWAY_TOLERANCE_S = 120.0
 """How long a wait rides out Redis not answering before it gives up with the error."""
@@ -207,19 +207,17 @@ def watch(
     deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
     with contextlib.ExitStack() as stack:
         stack.enter_context(view)
-        first_sweep: Iterator[Job] = iter(())
         if downloader is not None:
             stack.enter_context(target.following())
-            first_sweep = iter(target.completed_jobs())
+            downloader.save_jobs(target.completed_jobs(), until=time.monotonic())  # read by ticks
         store_away = StoreAway(view)
         progress: WaitProgress | None = None
         while True:
             with store_away.tolerated():
                 progress = target.progress()
                 if downloader is not None:
-                    downloader.save_jobs(target.newly_completed())
                     slice_end = min(deadline, time.monotonic() + SWEEP_SLICE_S)
-                    downloader.save_jobs(_read_until(first_sweep, slice_end))
+                    downloader.save_jobs(target.newly_completed(), until=slice_end)
                 view.show(progress, downloader.files_saved if downloader else None)
                 if on_tick is not None:
                     on_tick()
@@ -230,23 +228,12 @@ def watch(
                 raise store_away.last_error or StoreError("Redis did not answer")
             time.sleep(TICK_S)
         saved = None
-        swept_whole = True
         if downloader is not None:
-            # A last full read finds completions whose events nobody heard; --timeout bounds it
-            # and the saves it queues.
-            downloader.save_jobs(_read_until(iter(target.completed_jobs()), deadline))
-            swept_whole = time.monotonic() < deadline
+            # A last full read finds completions whose events nobody heard; --timeout bounds
+            # it and the saves it queues.
+            downloader.save_jobs(target.completed_jobs(), until=deadline)
             saved = downloader.finish(until=deadline)
             view.show(progress, len(saved.files))
     assert progress is not None  # the loop leaves only with progress read
-    timed_out = not progress.is_terminal or not swept_whole or bool(saved and saved.dropped_jobs)
+    timed_out = not progress.is_terminal or bool(saved and saved.cut_short)
     return WaitOutcome(progress, timed_out, saved)
-
-
-def _read_until(jobs: Iterator[Job], until: float) -> Iterator[Job]:
-    """``jobs`` as read until monotonic time ``until``; the rest stays in ``jobs`` for later."""
-    while time.monotonic() < until:
-        job = next(jobs, None)
-        if job is None:
-            return
-        yield job

@@ -11,6 +11,7 @@ import contextlib
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,8 @@ from shared.segmind_client import USER_AGENT, SegmindClient
 from shared.settings import Settings
 
 DOWNLOAD_THREADS = 8
+QUEUED_PER_THREAD = 4
+FINISH_TICK_S = 0.25
 
 
 @contextlib.contextmanager
@@ -44,12 +47,20 @@ def keyless_fetch(settings: Settings) -> Iterator[Fetch]:
 
 
 class OutputDownloader:
-    """Saves the images of completed jobs into ``directory``; ``finish()`` waits for them."""
+    """Saves the images of completed jobs into ``directory``; ``finish()`` waits for them.
+
+    At most ``QUEUED_PER_THREAD`` saves a thread wait in the pool; the jobs behind them stay in
+    their iterables (a batch's jobs are read from Redis a chunk at a time), so memory stays
+    flat however many jobs completed while nobody listened. Each ``save_jobs`` call tops the
+    pool up for a given time at most and returns: the progress bar never waits for the
+    downloads, nor for a read of a whole big batch."""
 
     def __init__(self, directory: Path, fetch: Fetch, threads: int = DOWNLOAD_THREADS) -> None:
         self.directory = directory
         self._fetch = fetch
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="segq-download")
+        self._room = threads * QUEUED_PER_THREAD
+        self._backlog: deque[Iterator[Job]] = deque()
         self._taken: set[str] = set()
         self._lock = threading.Lock()
         self._saved = SavedOutputs()
@@ -63,19 +74,12 @@ class OutputDownloader:
         """Leaves at once when the block failed (Ctrl-C): saves not started are dropped."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def save_jobs(self, jobs: Iterable[Job]) -> None:
-        """Queues the saves of the completed jobs among ``jobs`` that were not queued before."""
-        for job in jobs:
-            if job.state is not JobState.COMPLETED or job.job_id in self._taken:
-                continue
-            self._taken.add(job.job_id)
-            future = self._pool.submit(
-                save_outputs, self.directory, job.job_id, job.line, job.params, job.outputs,
-                self._fetch,
-            )  # fmt: skip
-            with self._lock:
-                self._pending.add(future)
-            future.add_done_callback(self._tally)
+    def save_jobs(self, jobs: Iterable[Job], until: float = math.inf) -> None:
+        """Saves the completed jobs among ``jobs`` not taken before: queues them as the pool
+        has room, reading ``jobs`` (and those given before) up to monotonic time ``until``;
+        the rest waits for the next call."""
+        self._backlog.append(iter(jobs))
+        self._top_up(until)
 
     @property
     def files_saved(self) -> int:
@@ -84,22 +88,50 @@ class OutputDownloader:
             return len(self._saved.files)
 
     def finish(self, until: float = math.inf) -> SavedOutputs:
-        """Waits for the queued saves until monotonic time ``until`` (a wait's timeout), then
-        drops those not started; what was written, found, dropped, and could not be saved."""
-        with self._lock:
-            pending = set(self._pending)
-        timeout_s = None if until == math.inf else max(0.0, until - time.monotonic())
-        futures.wait(pending, timeout=timeout_s)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Saves every job given, or those started by monotonic time ``until`` (a wait's
+        timeout; the rest are dropped, ``cut_short``, for a later run to fetch); what was
+        written, found, and could not be saved."""
+        while True:
+            self._top_up(until)
+            with self._lock:
+                pending = set(self._pending)
+            if not pending and not self._backlog:
+                break
+            if time.monotonic() >= until:
+                cancelled = [future for future in pending if future.cancel()]
+                self._saved.cut_short = bool(cancelled or self._backlog)
+                break
+            futures.wait(pending, timeout=FINISH_TICK_S, return_when=futures.FIRST_COMPLETED)
+        self._pool.shutdown(wait=True)
         if self._errors:
             raise self._errors[0]
         return self._saved
+
+    def _top_up(self, until: float) -> None:
+        while self._backlog and time.monotonic() < until:
+            with self._lock:
+                if len(self._pending) >= self._room:
+                    return
+            job = next(self._backlog[0], None)
+            if job is None:
+                self._backlog.popleft()
+            elif job.state is JobState.COMPLETED and job.job_id not in self._taken:
+                self._queue(job)
+
+    def _queue(self, job: Job) -> None:
+        self._taken.add(job.job_id)
+        future = self._pool.submit(
+            save_outputs, self.directory, job.job_id, job.line, job.params, job.outputs,
+            self._fetch,
+        )  # fmt: skip
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._tally)
 
     def _tally(self, future: Future[SavedOutputs]) -> None:
         with self._lock:
             self._pending.discard(future)
             if future.cancelled():
-                self._saved.dropped_jobs += 1
                 return
             error = future.exception()
             if error is not None:

@@ -65,12 +65,12 @@ def is_url(output: str) -> bool:
 @dataclass
 class SavedOutputs:
     """What one or more saves did: files written now, files found already there, failures,
-    and how many jobs' saves a wait's timeout dropped before they started."""
+    and whether saves were dropped unstarted (``cut_short``: a wait's timeout ran out)."""
 
     written: list[Path] = field(default_factory=list)
     present: list[Path] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    dropped_jobs: int = 0
+    cut_short: bool = False
 
     @property
     def files(self) -> list[Path]:
@@ -80,7 +80,7 @@ class SavedOutputs:
         self.written += other.written
         self.present += other.present
         self.failures += other.failures
-        self.dropped_jobs += other.dropped_jobs
+        self.cut_short |= other.cut_short
 
 
 def write_file(directory: Path, name: str, content: bytes) -> Path:

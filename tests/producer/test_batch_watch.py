@@ -12,14 +12,13 @@ from collections.abc import Iterable, Iterator
 import pytest
 from rich.console import Console
 
-from producer import batch_watch
+from producer import batch_watch, output_download
 from producer.batch_watch import FleetPauseNotice, watch
 from producer.output_download import OutputDownloader
 from producer.progress_view import ProgressView, WaitProgress
 from shared.errors import StoreError
 from shared.job_model import Job, JobState
 from shared.job_store import FleetState
-from shared.output_files import SavedOutputs
 
 AWAY = StoreError("Redis did not answer: Timeout reading from socket")
 
@@ -108,30 +107,23 @@ def test_a_wait_notes_when_the_fleet_pauses_and_resumes_once_each(monkeypatch):
     assert lines.count("b: fleet resumed") == 1
 
 
-class RecordingDownloader:
-    """Reads every job it is handed, noting which full read (``completed_jobs`` call) it came
-    from and how many progress reads had happened by then."""
+JPEG = b"\xff\xd8\xff\xe0JFIF" + bytes(8)
 
-    def __init__(self, target: SweptTarget) -> None:
-        self.target = target
-        self.read: list[tuple[int, int]] = []  # (full read, progress reads so far)
-        self.files_saved = 0
 
-    def save_jobs(self, jobs: Iterable[Job]) -> None:
-        for _ in jobs:
-            self.read.append((self.target.full_reads, self.target.progress_reads))
-
-    def finish(self, until: float) -> SavedOutputs:
-        return SavedOutputs()
+def completed_job(n: int) -> Job:
+    return Job(job_id=f"b.{n}", state=JobState.COMPLETED, created_at=0.0, line=n,
+               outputs=[f"https://cdn.example/{n}.jpeg"])  # fmt: skip
 
 
 class SweptTarget(ScriptedTarget):
-    """A batch of ``size`` completed jobs, each taking ``read_s`` to read."""
+    """A batch of ``size`` completed jobs, each taking ``read_s`` to read; notes how many
+    progress reads had happened when each job was read, and how many full reads began."""
 
-    def __init__(self, answers: list[WaitProgress], size: int, read_s: float) -> None:
+    def __init__(self, answers: list[WaitProgress], size: int, read_s: float = 0.0) -> None:
         super().__init__(answers)
         self.size, self.read_s = size, read_s
         self.full_reads = self.progress_reads = 0
+        self.read_at: list[int] = []
 
     def progress(self) -> WaitProgress:
         self.progress_reads += 1
@@ -139,51 +131,75 @@ class SweptTarget(ScriptedTarget):
 
     def completed_jobs(self) -> Iterator[Job]:
         self.full_reads += 1
-        for job_id in range(self.size):
+        for n in range(1, self.size + 1):
             time.sleep(self.read_s)
-            yield job_id  # type: ignore[misc]
+            self.read_at.append(self.progress_reads)
+            yield completed_job(n)
 
 
-def test_a_download_wait_reads_a_big_batch_between_progress_reads_not_before_them(monkeypatch):
+def test_a_download_wait_reads_a_big_batch_between_progress_reads_not_before_them(
+    monkeypatch, tmp_path
+):
     monkeypatch.setattr(batch_watch, "TICK_S", 0)
     monkeypatch.setattr(batch_watch, "SWEEP_SLICE_S", 0.01)
     view, _ = plain_view()
     target = SweptTarget([progress(0)] * 1000 + [progress(2)], size=200, read_s=0.002)
-    downloader = RecordingDownloader(target)
-    outcome = watch(target, view, downloader=downloader)  # type: ignore[arg-type]
+    with OutputDownloader(tmp_path, lambda url: JPEG) as downloader:
+        outcome = watch(target, view, downloader=downloader)
     assert outcome.exit_status == 0
-    first_read = [progress_reads for full_read, progress_reads in downloader.read if full_read == 1]
-    assert len(first_read) == 200 and first_read[0] == 1
+    first_read = target.read_at[:200]
+    assert first_read[0] == 1
     assert first_read[-1] > 5  # the bar was read (and shown) again and again meanwhile
+    assert len(list(tmp_path.glob("*.jpg"))) == 200
 
 
-def test_a_download_wait_whose_timeout_runs_out_reads_the_batch_no_further(monkeypatch):
+def test_a_download_wait_whose_timeout_runs_out_reads_the_batch_no_further(monkeypatch, tmp_path):
     monkeypatch.setattr(batch_watch, "TICK_S", 0)
     view, _ = plain_view()
     target = SweptTarget([progress(0)] * 100_000, size=100_000, read_s=0.001)
-    downloader = RecordingDownloader(target)
-    outcome = watch(target, view, timeout_s=0.2, downloader=downloader)  # type: ignore[arg-type]
-    assert outcome.exit_status == 2
-    assert 0 < len(downloader.read) < 1000  # 100 s of reading had the timeout not bounded it
+    with OutputDownloader(tmp_path, lambda url: JPEG) as downloader:
+        outcome = watch(target, view, timeout_s=0.2, downloader=downloader)
+    assert outcome.exit_status == 2 and outcome.saved is not None and outcome.saved.cut_short
+    assert 0 < len(target.read_at) < 1000  # 100 s of reading had the timeout not bounded it
     assert target.full_reads == 1  # the last full read never began
 
 
-def completed_job(n: int) -> Job:
-    return Job(job_id=f"b.{n}", state=JobState.COMPLETED, created_at=0.0,
-               outputs=[f"https://cdn.example/{n}.jpeg"])  # fmt: skip
+def test_a_download_wait_whose_timeout_runs_out_drops_the_saves_not_started(tmp_path):
+    """--timeout bounds the downloads too: 40 completed jobs at 0.1 s each on one thread would
+    take 4 s; a 0.5 s timeout leaves within about that, saying that some were not saved."""
+
+    def slow_fetch(url: str) -> bytes:
+        time.sleep(0.1)
+        return JPEG
+
+    target = SweptTarget([WaitProgress(total=40, counts={"completed": 40})], size=40)
+    view, _ = plain_view()
+    started = time.monotonic()
+    with OutputDownloader(tmp_path, slow_fetch, threads=1) as downloader:
+        outcome = watch(target, view, timeout_s=0.5, downloader=downloader)
+    assert time.monotonic() - started < 1.5
+    assert outcome.exit_status == 2 and outcome.saved is not None
+    assert 0 < len(list(tmp_path.glob("*.jpg"))) < 40 and outcome.saved.cut_short
 
 
-def test_a_downloader_finishing_at_a_deadline_drops_the_saves_not_started(tmp_path):
+def test_saving_a_large_backlog_reads_its_jobs_only_as_the_threads_take_them(tmp_path):
+    """A batch that completed while nobody listened: its jobs stay in Redis (the iterable)
+    until there is room, so memory stays flat whatever the batch's size."""
+    taken: list[int] = []
     release = threading.Event()
 
-    def fetch(url: str) -> bytes:
-        release.wait(5)
-        return b"\xff\xd8\xff\xe0JFIF" + bytes(8)
+    def backlog() -> Iterator[Job]:
+        for n in range(1, 1001):
+            taken.append(n)
+            yield completed_job(n)
 
-    with OutputDownloader(tmp_path, fetch, threads=1) as downloader:
-        downloader.save_jobs(completed_job(n) for n in range(3))
-        finishing = threading.Timer(0.3, release.set)
-        finishing.start()
-        saved = downloader.finish(until=time.monotonic() + 0.1)
-        finishing.join()
-    assert len(saved.written) == 1 and saved.dropped_jobs == 2
+    def held_fetch(url: str) -> bytes:
+        release.wait(timeout=30)
+        return JPEG
+
+    with OutputDownloader(tmp_path, held_fetch, threads=2) as downloader:
+        downloader.save_jobs(backlog())  # returns once the pool is full: the bar goes on
+        assert len(taken) <= 2 * output_download.QUEUED_PER_THREAD + 1
+        release.set()
+        saved = downloader.finish()
+    assert len(taken) == 1000 and len(saved.written) == 1000
