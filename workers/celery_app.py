@@ -41,9 +41,12 @@ RabbitMQ specifics are in ``broker_queues`` and ``workers/consumer.py``.
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, bootsteps
 from kombu import Queue
 
+from shared.errors import ConfigurationError
 from shared.redis_connection import broker_transport_options, is_sentinel_url
 from shared.settings import Settings, get_settings
 from workers.health import ConsumerStamp
@@ -146,10 +149,27 @@ def broker_queues(settings: Settings) -> list[Queue]:
     return [Queue(name, queue_arguments=arguments) for name in ALL_QUEUES]
 
 
+MISSING_API_KEY = (
+    "SEGMIND_API_KEY is not set: a worker calls Segmind with it (the sandbox takes any key)"
+)
+
+
+class RequireApiKey(bootsteps.Step):
+    """A worker without the API key stops before it connects, however it was started
+    (``segq worker`` says so earlier, ``celery -A workers worker`` only here): its first
+    submit's 401 would pause the whole fleet, workers with a good key included."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        if get_settings().segmind_api_key is None:
+            raise ConfigurationError(MISSING_API_KEY)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("segq", include=["workers.tasks", "workers.signals"],
                  events="workers.task_events:SegqEvents")  # fmt: skip
     app.conf.update(celery_config(settings or get_settings()))
+    app.steps["worker"].add(RequireApiKey)
     app.steps["consumer"].add(ConsumerStamp)
     return app
 

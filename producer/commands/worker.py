@@ -38,9 +38,9 @@ def worker(celery_options: tuple[str, ...]) -> None:
         click.echo(f"segq worker runs: celery {' '.join(argv[:-len(celery_options)])}\n"
                    "Any option below may follow and wins. Celery's help:\n")  # fmt: skip
     elif settings.segmind_api_key is None:  # its first submit's 401 would pause the fleet
-        raise ConfigurationError(
-            "SEGMIND_API_KEY is not set: a worker calls Segmind with it (the sandbox takes any key)"
-        )
+        from workers.celery_app import MISSING_API_KEY
+
+        raise ConfigurationError(MISSING_API_KEY)
     from workers import app
 
     app.worker_main(argv)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.support.fleet import segq_env
+import subprocess
+import sys
+
+from tests.support.fleet import REPO, segq_env
 from tests.support.segq_cli import run_segq
 
 
@@ -17,3 +20,14 @@ def test_worker_help_needs_no_api_key_and_says_what_segq_runs():
     assert done.returncode == 0, done.stderr
     assert "segq worker runs: celery worker --pool=threads --concurrency=" in done.stdout
     assert "--concurrency" in done.stdout.split("Celery's help:")[1]
+
+
+def test_celery_s_own_worker_command_refuses_to_start_without_an_api_key_too():
+    """`celery -A workers worker` (workers/__init__.py names it) skipped segq worker's check:
+    it started, and its first submit's 401 paused every worker of the fleet."""
+    env = segq_env(SEGQ_REDIS_URL="redis://127.0.0.1:1/0")
+    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo"]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert "SEGMIND_API_KEY is not set" in done.stderr.strip().splitlines()[-1]
