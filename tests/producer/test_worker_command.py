@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.fleet import REPO, segq_env
 from tests.support.segq_cli import run_segq
 
@@ -31,3 +33,21 @@ def test_celery_s_own_worker_command_refuses_to_start_without_an_api_key_too():
                           timeout=60)  # fmt: skip
     assert done.returncode == 1
     assert "SEGMIND_API_KEY is not set" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        (["--pool=gevent"], "Error: --pool=gevent needs the standard library patched"),
+        (["-P", "eventlet"], "Error: --pool=eventlet needs the standard library patched"),
+        (["--autoscale=8,2"], "Error: --autoscale needs --pool=prefork (the threads pool"),
+        (["-Psolo", "--autoscale", "4,1"], "Error: --autoscale needs --pool=prefork (the solo"),
+    ],
+)
+def test_celery_options_that_would_fail_at_the_first_task_are_refused_at_start(options, refusal):
+    """A green pool without its patching received tasks and never ran them; --autoscale on a
+    pool that cannot grow ended the worker at its first busy moment, after "ready"."""
+    env = segq_env(SEGQ_REDIS_URL="redis://127.0.0.1:1/0", SEGMIND_API_KEY="SG_test")
+    done = run_segq(env, "worker", *options)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(refusal)
