@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
 from shared.settings import Settings, get_settings
+from workers.celery_app import ALL_QUEUES
 from workers.dispatcher import Dispatcher
 from workers.draining import start_draining
 from workers.health import Heartbeat
@@ -48,9 +50,41 @@ def _start_dispatcher(sender: Any = None, **_: Any) -> None:
 
 
 @worker_ready.connect
-def _warn_of_risky_settings(**_: Any) -> None:
-    for warning in settings_warnings(get_settings()):
+def _warn_of_risky_settings(sender: Any = None, **_: Any) -> None:
+    consumed = sender.app.amqp.queues.consume_from if sender is not None else ALL_QUEUES
+    warnings = settings_warnings(get_settings())
+    warnings += setup_warnings(set(consumed), _maxmemory_policy())
+    for warning in warnings:
         log.warning("%s", warning)
+
+
+def setup_warnings(consumed: set[str], maxmemory_policy: str | None) -> list[str]:
+    """What this worker sees of the fleet's setup that loses or strands jobs without an error:
+    a segq queue it does not consume (``-Q``; a fleet where no worker does leaves those jobs
+    waiting while their messages pile up, one more each lease), and a Redis that may evict
+    (an evicted record is a lost job, an evicted index strands every job it held)."""
+    warnings = []
+    missing = [queue for queue in ALL_QUEUES if queue not in consumed]
+    if missing:
+        warnings.append(
+            f"this worker does not consume {', '.join(missing)}: unless other workers do, "
+            "their jobs never move and the broker gains a message for each every lease"
+        )
+    if maxmemory_policy not in (None, "noeviction"):
+        warnings.append(
+            f"the job store's Redis has maxmemory-policy {maxmemory_policy}: under memory "
+            "pressure it may evict job records (lost jobs) or segq's indexes (stuck jobs); "
+            "set noeviction, as deploy/redis.conf does"
+        )
+    return warnings
+
+
+def _maxmemory_policy() -> str | None:
+    """None where Redis does not say (``CONFIG`` renamed or refused, as managed ones may)."""
+    try:
+        return runtime().store.redis.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.RedisError:
+        return None
 
 
 def settings_warnings(settings: Settings) -> list[str]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from shared.local_redis import start_local_redis
 from shared.settings import load_settings
-from workers.signals import settings_warnings
+from tests.support.fleet import wait_until
+from workers.celery_app import ALL_QUEUES
+from workers.signals import settings_warnings, setup_warnings
 
 SIGNED = {"SEGQ_WEBHOOK_SECRET": "whsec-0123456789"}
 
@@ -25,3 +28,33 @@ def test_webhooks_that_cannot_be_signed_are_warned_of():
     assert settings_warnings(load_settings(SIGNED)) == []
     [warning] = settings_warnings(load_settings({}))
     assert warning.startswith("SEGQ_WEBHOOK_SECRET is not set: jobs with a webhook_url")
+
+
+def test_a_fleet_setup_that_strands_or_loses_jobs_is_warned_of():
+    assert setup_warnings(set(ALL_QUEUES), "noeviction") == []
+    assert setup_warnings(set(ALL_QUEUES), None) == []  # CONFIG refused: nothing to say
+    [queues, policy] = setup_warnings({"segq-submits", "segq-polls"}, "allkeys-lru")
+    assert queues.startswith("this worker does not consume segq-submits-interactive, segq-notify")
+    assert policy.startswith("the job store's Redis has maxmemory-policy allkeys-lru")
+
+
+@pytest.mark.integration
+def test_a_worker_says_so_at_start_when_it_skips_a_queue_or_redis_may_evict(make_fleet):
+    # A Redis of its own: the policy would outlast the test on the session's shared server
+    # (an OOM test after it saw keys evicted instead of writes refused).
+    with start_local_redis() as server:
+        fleet = make_fleet(on_redis=server.url)
+        fleet.store.redis.config_set("maxmemory-policy", "allkeys-lru")
+        worker = fleet.start_worker(
+            concurrency=2, celery_options=["--queues=segq-submits,segq-polls"]
+        )
+        log = wait_until(
+            lambda: (
+                "maxmemory-policy allkeys-lru" in worker.output(100_000) and worker.output(100_000)
+            ),
+            "the warnings",
+            30,
+            [worker],
+        )
+        fleet.stop()
+    assert "this worker does not consume segq-submits-interactive, segq-notify" in log
