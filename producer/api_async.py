@@ -37,7 +37,9 @@ Requests = Iterable[RequestLike | BatchLine] | AsyncIterable[RequestLike | Batch
 
 class AsyncProducer:
     """``Producer`` for asyncio: create one per app (it pools connections), close with
-    ``await producer.aclose()`` or ``async with``."""
+    ``await producer.aclose()`` or ``async with``. Use it from one event loop only: its
+    pooled connections belong to that loop (``asyncio.run`` again, or a forked child, needs a
+    new one)."""
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
