@@ -114,7 +114,12 @@ class BatchFile:
                     raise InputError(f"{self.path}: {CHANGED} since it was checked; nothing "
                                      "of it was enqueued: run segq batch again")  # fmt: skip
                 bounded = BoundedStream(stream, version.size)
-                yield from parse(physical_lines(bounded, self.max_line_bytes, digest))
+                for entry in parse(physical_lines(bounded, self.max_line_bytes, digest)):
+                    # the second pass looks before each line: a line it read after a write
+                    # must not be enqueued (the digest alone speaks only at the end)
+                    if self._checked is not None and FileVersion.of(stream) != version:
+                        raise self._changed_while_enqueued()
+                    yield entry
                 changed = FileVersion.of(stream) != version
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read it ({exc.strerror})") from None
@@ -124,9 +129,12 @@ class BatchFile:
                                  "being written?); nothing was enqueued")  # fmt: skip
             self._checked, self.sha256 = version, digest.hexdigest()
         elif changed or digest.hexdigest() != self.sha256:
-            raise InputError(f"{self.path}: {CHANGED} while its lines were enqueued (is it "
-                             "still being written?); those read before the change are in the "
-                             "batch, the lines after it are not")  # fmt: skip
+            raise self._changed_while_enqueued()
+
+    def _changed_while_enqueued(self) -> InputError:
+        return InputError(f"{self.path}: {CHANGED} while its lines were enqueued (is it still "
+                          "being written?); those read before the change are in the batch, "
+                          "the lines after it are not")  # fmt: skip
 
 
 CHANGED = "the file changed"

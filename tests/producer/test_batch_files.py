@@ -235,3 +235,20 @@ def test_a_file_growing_while_it_is_enqueued_fails_before_its_last_chunk(tmp_pat
         stream.write(b"appended while the second pass read\n")
     with pytest.raises(InputError, match="changed while its lines were enqueued"):
         list(second)
+
+
+def test_a_file_edited_during_the_enqueue_yields_no_line_read_after_the_edit(tmp_path):
+    """The message says the lines after the change are not in the batch: an edit seen only at
+    the end (by the digest) let every full chunk read after it be enqueued, changed lines too."""
+    path = write(tmp_path, "p.txt", "".join(f"fox {n:05d}\n" for n in range(1, 10_001)))
+    batch_file = BatchFile(path, None, **LIMITS)
+    list(batch_file.entries())
+    stat = path.stat()
+    second = batch_file.entries()
+    assert next(second) == BatchLine(1, {"prompt": "fox 00001"})
+    with path.open("r+b") as stream:  # an edit in place: same size, a new modification time
+        stream.seek(10 * 5000)
+        stream.write(b"cat")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(InputError, match="changed while its lines were enqueued"):
+        next(second)
