@@ -71,8 +71,10 @@ class JobTarget:
     def newly_completed(self) -> Iterable[Job]:
         return [self._job] if self._job is not None else []
 
-    def completed_jobs(self) -> Iterable[Job]:
-        return [self.producer.get_job(self.target_id)]
+    def completed_jobs(self) -> Iterator[Job]:
+        """Read when the downloader takes it, as a batch's jobs are: a read once ``--timeout``
+        ran out is not made (Redis may be why it ran out)."""
+        yield self.producer.get_job(self.target_id)
 
 
 class BatchTarget:

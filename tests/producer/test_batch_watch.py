@@ -203,3 +203,29 @@ def test_saving_a_large_backlog_reads_its_jobs_only_as_the_threads_take_them(tmp
         release.set()
         saved = downloader.finish()
     assert len(taken) == 1000 and len(saved.written) == 1000
+
+
+class AwayProducer:
+    """A producer whose Redis answers ``answers`` reads of the job, then stops answering."""
+
+    def __init__(self, answers: int) -> None:
+        self.answers = answers
+
+    def get_job(self, job_id: str) -> Job:
+        if self.answers <= 0:
+            raise AWAY
+        self.answers -= 1
+        return Job(job_id=job_id, state=JobState.QUEUED, created_at=0.0)
+
+
+def test_a_job_download_wait_whose_timeout_runs_out_while_redis_is_away_says_timed_out(
+    monkeypatch, tmp_path
+):
+    """Exit status 2, as without --download: the last read of the job is not made once the
+    timeout ran out, and Redis being away (tolerated until then) does not end it with 1."""
+    monkeypatch.setattr(batch_watch, "TICK_S", 0.01)
+    view, _ = plain_view()
+    target = batch_watch.JobTarget(AwayProducer(answers=2), "j1")  # type: ignore[arg-type]
+    with OutputDownloader(tmp_path, lambda url: JPEG) as downloader:
+        outcome = watch(target, view, timeout_s=0.2, downloader=downloader)
+    assert outcome.exit_status == 2
