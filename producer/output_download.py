@@ -21,7 +21,7 @@ import httpx
 
 from shared.http_deadline import deadline_transport
 from shared.job_model import Job, JobState
-from shared.output_files import Fetch, SavedOutputs, save_outputs
+from shared.output_files import Fetch, SavedOutputs, output_names, save_output
 from shared.segmind_client import USER_AGENT, SegmindClient
 from shared.settings import Settings
 
@@ -119,14 +119,15 @@ class OutputDownloader:
                 self._queue(job)
 
     def _queue(self, job: Job) -> None:
+        """One save per image, so that ``finish``'s deadline drops a job's images not started
+        too: each may take the whole HTTP timeout, and a job has up to 10."""
         self._taken.add(job.job_id)
-        future = self._pool.submit(
-            save_outputs, self.directory, job.job_id, job.line, job.params, job.outputs,
-            self._fetch,
-        )  # fmt: skip
-        with self._lock:
-            self._pending.add(future)
-        future.add_done_callback(self._tally)
+        names = output_names(job.job_id, job.line, job.params, len(job.outputs))
+        for name, output in zip(names, job.outputs, strict=True):
+            future = self._pool.submit(save_output, self.directory, name, output, self._fetch)
+            with self._lock:
+                self._pending.add(future)
+            future.add_done_callback(self._tally)
 
     def _tally(self, future: Future[SavedOutputs]) -> None:
         with self._lock:

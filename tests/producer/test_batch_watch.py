@@ -229,3 +229,26 @@ def test_a_job_download_wait_whose_timeout_runs_out_while_redis_is_away_says_tim
     with OutputDownloader(tmp_path, lambda url: JPEG) as downloader:
         outcome = watch(target, view, timeout_s=0.2, downloader=downloader)
     assert outcome.exit_status == 2
+
+
+def test_a_download_wait_whose_timeout_runs_out_drops_a_started_jobs_images_not_started(
+    tmp_path,
+):
+    """Only the downloads under way finish: a job of 4 images at 0.5 s each on one thread
+    held a 0.3 s timeout for 2 s (10 images at the 30 s HTTP timeout: 5 minutes)."""
+
+    def slow_fetch(url: str) -> bytes:
+        time.sleep(0.5)
+        return JPEG
+
+    job = Job(job_id="b.1", state=JobState.COMPLETED, created_at=0.0, line=1,
+              outputs=[f"https://cdn.example/{n}.jpeg" for n in range(4)])  # fmt: skip
+    target = SweptTarget([WaitProgress(total=1, counts={"completed": 1})], size=0)
+    target.completed_jobs = lambda: iter([job])  # type: ignore[method-assign]
+    view, _ = plain_view()
+    started = time.monotonic()
+    with OutputDownloader(tmp_path, slow_fetch, threads=1) as downloader:
+        outcome = watch(target, view, timeout_s=0.3, downloader=downloader)
+    assert time.monotonic() - started < 1.2
+    assert outcome.exit_status == 2 and outcome.saved is not None and outcome.saved.cut_short
+    assert 0 < len(list(tmp_path.glob("*.jpg"))) < 4
