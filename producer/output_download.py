@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.http_deadline import deadline_transport
+from shared.http_deadline import deadline_client
 from shared.job_model import Job, JobState
 from shared.output_files import Fetch, SavedOutputs, output_names, save_output
 from shared.segmind_client import USER_AGENT, SegmindClient
@@ -34,10 +34,10 @@ FINISH_TICK_S = 0.25
 def keyless_fetch(settings: Settings) -> Iterator[Fetch]:
     """``SegmindClient.download`` on a client that holds no API key at all: output URLs live on
     a CDN (or the sandbox), and nothing that only reads results needs the key."""
-    http = httpx.Client(
+    http = deadline_client(
         timeout=httpx.Timeout(settings.http_timeout_s),
         headers={"User-Agent": USER_AGENT},
-        transport=deadline_transport(limits=httpx.Limits(max_connections=DOWNLOAD_THREADS)),
+        limits=httpx.Limits(max_connections=DOWNLOAD_THREADS),
     )
     client = SegmindClient(http, settings.segmind_base_url, api_key=None)
     try:

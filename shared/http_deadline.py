@@ -3,7 +3,7 @@
 httpx times out a connect, a write or a read that waits too long, but not a call: a server
 that sends its status line a byte every few seconds, each within the read timeout, holds the
 call for as long as it likes (a helper's webhook target held a draining worker 178 s). A
-client on ``deadline_transport()`` clamps every step's timeout to what is left of the call's
+client from ``deadline_client()`` clamps every step's timeout to what is left of the call's
 budget, which the caller sets around the call with ``call_deadline``; outside one, the
 transport is httpx's own.
 """
@@ -34,12 +34,17 @@ def call_deadline(seconds: float) -> Iterator[None]:
         _deadline.at = outer
 
 
-def deadline_transport(**options: Any) -> httpx.HTTPTransport:
-    """``httpx.HTTPTransport(**options)`` whose network steps keep to ``call_deadline``."""
-    transport = httpx.HTTPTransport(**options)
-    pool = transport._pool  # httpx 0.28 takes no network backend; the pool it makes does
-    pool._network_backend = _DeadlineBackend(pool._network_backend)
-    return transport
+def deadline_client(**options: Any) -> httpx.Client:
+    """``httpx.Client(**options)`` whose network steps keep to ``call_deadline``, through a
+    proxy too. The client makes its transports itself: one given as ``transport`` would make
+    it ignore ``HTTPS_PROXY`` and the like, and a host whose only way out is a proxy would
+    reach nothing."""
+    client = httpx.Client(**options)
+    for transport in [client._transport, *client._mounts.values()]:
+        if isinstance(transport, httpx.HTTPTransport):
+            pool = transport._pool  # httpx 0.28 takes no network backend; the pool it makes does
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return client
 
 
 def _left(timeout: float | None, expired: type[Exception]) -> float | None:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from shared.errors import AnswerLost, JobRejected, RequestExpired, TransientError
-from shared.http_deadline import call_deadline, deadline_transport
+from shared.http_deadline import call_deadline, deadline_client
 from shared.request_model import MODEL_SLUG
 from shared.settings import Settings
 from shared.upstream_answers import (
@@ -126,8 +126,9 @@ class SegmindClient:
                 max_keepalive_connections=CONNECTIONS_PER_THREAD,
                 keepalive_expiry=30.0,
             )
-            return httpx.Client(
-                transport=deadline_transport(limits=limits, verify=ssl_context),
+            return deadline_client(
+                limits=limits,
+                verify=ssl_context,
                 timeout=httpx.Timeout(settings.http_timeout_s),
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},

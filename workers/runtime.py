@@ -16,7 +16,7 @@ import httpx
 from shared.dispatch_queue import DispatchQueue
 from shared.fleet_durations import FleetDurations
 from shared.fleet_limiter import FleetLimiter
-from shared.http_deadline import deadline_transport
+from shared.http_deadline import deadline_client
 from shared.job_store import JobStore
 from shared.metrics import FleetMetrics
 from shared.segmind_client import SegmindClient
@@ -53,8 +53,6 @@ def runtime() -> Runtime:
         limiter=FleetLimiter(store.redis, settings),
         client=SegmindClient.from_settings(settings, on_answer=metrics.upstream_answer),
         durations=FleetDurations(store.redis),
-        webhooks=httpx.Client(
-            timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False, transport=deadline_transport()
-        ),
+        webhooks=deadline_client(timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False),
         metrics=metrics,
     )

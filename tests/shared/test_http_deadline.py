@@ -14,7 +14,7 @@ import pytest
 
 from producer.output_download import keyless_fetch
 from shared.errors import AnswerLost, TransientError
-from shared.http_deadline import call_deadline, deadline_transport
+from shared.http_deadline import call_deadline, deadline_client
 from shared.request_model import GenerationRequest
 from shared.segmind_client import SegmindClient
 from shared.settings import load_settings
@@ -57,7 +57,7 @@ def trickling_server() -> Iterator[str]:
 
 
 def test_a_trickled_answer_ends_the_call_when_its_deadline_passes(trickling_server):
-    with httpx.Client(transport=deadline_transport(), timeout=5.0) as client:
+    with deadline_client(timeout=5.0) as client:
         started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout), call_deadline(0.3):
             client.get(trickling_server)
@@ -98,5 +98,26 @@ def test_output_downloads_give_up_on_a_trickled_status_line_at_their_budget(tric
         with keyless_fetch(settings) as fetch, pytest.raises(TransientError, match="ReadTimeout"):
             fetch(trickling_server + "1.png")
         assert time.monotonic() - started < 1.2  # two calls of 0.3 s, not of 0.8 s each
+    finally:
+        client.close()
+
+
+def test_calls_and_downloads_go_through_the_environment_s_proxy_within_their_budget(
+    trickling_server, monkeypatch
+):
+    """A client given its own transport ignores HTTP(S)_PROXY: a host whose only way out is a
+    proxy reached neither Segmind nor its CDN (the trickling server stands for the proxy)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", trickling_server)
+    unreachable = "http://127.0.0.1:9"  # nothing listens: reached only through the proxy
+    settings = load_settings({"SEGMIND_API_KEY": "SG_test_0123456789abcdef"},
+                             segmind_base_url=unreachable, http_timeout_s=0.3)  # fmt: skip
+    client = SegmindClient.from_settings(settings)
+    try:
+        with pytest.raises(TransientError, match="ReadTimeout"):
+            client.status("req-1")
+        with keyless_fetch(settings) as fetch, pytest.raises(TransientError, match="ReadTimeout"):
+            fetch(unreachable + "/1.png")
     finally:
         client.close()
