@@ -37,14 +37,21 @@ from shared.redis_connection import async_redis_client
 from shared.settings import Settings
 
 
-def raise_lost_cancel() -> None:
+def cancels_requested() -> int:
+    """How many cancels the running task has been asked for and not withdrawn (``cancelling``)."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def raise_lost_cancel(before: int) -> None:
     """Re-raises a cancellation that an awaited Redis call swallowed. On Python 3.11,
     ``asyncio.wait_for`` (which redis-py wraps around every send once ``socket_timeout`` is
     set, 5 s by default from redis-py 8) drops a cancel that arrives as the send completes,
     so a cancelled wait would otherwise go on to its timeout (600 s for ``result()``) and
-    then return a job that has not ended. The task still counts the cancel (``cancelling``)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    then return a job that has not ended. The task still counts the cancel (``cancelling``).
+    Only cancels asked for since the wait began (``before``) count: a task cleaning up after
+    its own cancel may still wait for a job."""
+    if cancels_requested() > before:
         raise asyncio.CancelledError
 
 
@@ -109,12 +116,13 @@ class AsyncJobStore:
         (subscribed before the first read, so an end in between is not missed)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        cancels = cancels_requested()
         with store_errors():
             async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(redis_keys.events(job_id))
                 job = await self.get_job(job_id)
                 while not job.is_terminal and (left := deadline - loop.time()) > 0:
-                    raise_lost_cancel()
+                    raise_lost_cancel(cancels)
                     await pubsub.get_message(timeout=min(left, 1.0))
                     job = await self.get_job(job_id)
                 return job
@@ -170,12 +178,13 @@ class AsyncJobStore:
         """As ``JobStore.wait_batch``: woken by the batch's end events, re-read each second."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        cancels = cancels_requested()
         with store_errors():
             async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.psubscribe(redis_keys.batch_events_pattern(batch_id))
                 summary = await self.get_batch(batch_id)
                 while not summary.is_terminal and (left := deadline - loop.time()) > 0:
-                    raise_lost_cancel()
+                    raise_lost_cancel(cancels)
                     if await pubsub.get_message(timeout=min(left, 1.0)) is not None:
                         for _ in range(EVENTS_DRAINED):
                             if await pubsub.get_message(timeout=0) is None:

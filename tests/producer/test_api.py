@@ -349,6 +349,31 @@ def test_a_cancelled_async_wait_ends_even_when_a_redis_call_swallowed_the_cancel
     assert asyncio.run(scenario()) < WAKE_S
 
 
+def test_a_task_cleaning_up_after_its_own_cancel_may_still_wait_for_a_job(settings):
+    """Only a cancel that lands during the wait ends it: one the task caught before (its
+    cleanup looks at the job once more) raised CancelledError at the wait's first turn."""
+
+    async def scenario() -> JobState:
+        async with AsyncProducer(settings=settings) as made:
+            handle = await made.enqueue({"prompt": "a fox"})
+            started = asyncio.Event()
+
+            async def cleans_up() -> JobState:
+                try:
+                    started.set()
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    return (await made.wait(handle.job_id, timeout_s=1.5)).state
+                raise AssertionError("not cancelled")
+
+            task = asyncio.create_task(cleans_up())
+            await started.wait()
+            task.cancel()
+            return await task
+
+    assert asyncio.run(scenario()) is JobState.QUEUED
+
+
 def test_the_async_producer_enqueues_waits_on_events_cancels_retries_and_pauses(settings):
     async def scenario() -> None:
         async with AsyncProducer(settings=settings) as made:
