@@ -11,6 +11,8 @@ HELP_OPTIONS = frozenset({"--help", "-h"})
 GREEN_POOLS = frozenset({"gevent", "eventlet"})
 """Pools whose library must patch the standard library before anything else is imported: Celery
 does it in ``celery``'s own entry point, which ``segq worker`` does not go through."""
+PREFORK_POOLS = frozenset({"prefork", "processes"})
+"""The one pool that grows and shrinks (``--autoscale``), by either of Celery's names for it."""
 
 
 def worker_argv(concurrency: int, extra: tuple[str, ...]) -> list[str]:
@@ -63,7 +65,7 @@ def refuse_unworkable_options(extra: tuple[str, ...]) -> None:
             "which segq worker cannot do (its tasks would be received and never run); keep "
             "the threads pool, the default, and raise --concurrency instead"
         )
-    if option_value(extra, "--autoscale") is not None and pool != "prefork":
+    if option_value(extra, "--autoscale") is not None and pool not in PREFORK_POOLS:
         raise ConfigurationError(
             f"--autoscale needs --pool=prefork (the {pool} pool cannot grow or shrink); "
             "set --concurrency instead"

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from producer.commands.worker import refuse_unworkable_options
 from tests.support.fleet import REPO, segq_env
 from tests.support.segq_cli import run_segq
 
@@ -51,3 +52,9 @@ def test_celery_options_that_would_fail_at_the_first_task_are_refused_at_start(o
     done = run_segq(env, "worker", *options)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith(refusal)
+
+
+@pytest.mark.parametrize("options", [("--pool=prefork", "--autoscale=8,2"),
+                                     ("-P", "processes", "--autoscale", "8,2")])  # fmt: skip
+def test_autoscale_on_prefork_by_either_of_its_names_is_let_through(options):
+    refuse_unworkable_options(options)  # "processes" is Celery's other name for prefork
