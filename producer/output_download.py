@@ -71,7 +71,8 @@ class OutputDownloader:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """Leaves at once when the block failed (Ctrl-C): saves not started are dropped."""
+        """When the block failed (Ctrl-C): saves not started are dropped, and those under way
+        (each bounded by the call's budget) end first."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def save_jobs(self, jobs: Iterable[Job], until: float = math.inf) -> None:
@@ -99,7 +100,8 @@ class OutputDownloader:
                 break
             if time.monotonic() >= until:
                 cancelled = [future for future in pending if future.cancel()]
-                self._saved.cut_short = bool(cancelled or self._backlog)
+                with self._lock:
+                    self._saved.cut_short = bool(cancelled or self._backlog)
                 break
             futures.wait(pending, timeout=FINISH_TICK_S, return_when=futures.FIRST_COMPLETED)
         self._pool.shutdown(wait=True)

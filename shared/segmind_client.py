@@ -291,13 +291,16 @@ class SegmindClient:
 
 def _encoded_forms(secret: str) -> list[bytes]:
     """The key as an answer may hold it: as is, JSON-escaped (a key with ``"`` or ``\\``), and
-    in UTF-16 text that is not JSON (``_text`` shows its zero bytes, which a terminal hides)."""
+    in UTF-16 or UTF-32 text that is not JSON (``_text`` shows its zero bytes, which a
+    terminal hides)."""
     escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
     return [
         secret.encode(),
         escaped.encode(),
         secret.encode("utf-16-le"),
         secret.encode("utf-16-be"),
+        secret.encode("utf-32-le"),
+        secret.encode("utf-32-be"),
     ]
 
 

@@ -7,8 +7,10 @@ hour. Names and writing rules are ``shared.output_files``'s, the same as ``segq 
 --download``'s, so a later ``segq wait --download`` into the same directory fetches nothing.
 
 The downloads share one budget, ``SEGQ_HTTP_TIMEOUT_S`` from the first: none starts after it,
-and those left keep their URLs. A slow CDN would otherwise hold the poll past its lease, and
-the job would be polled (and its images fetched) a second time meanwhile.
+and those left keep their URLs. A slow CDN would otherwise hold the poll as long as it likes;
+past its lease, the job is polled (and its images fetched) a second time meanwhile, which the
+budget makes rarer but cannot rule out (status, result and downloads each take up to that
+timeout).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import time
 
 from shared.output_files import output_names, save_output, write_file
-from shared.upstream_answers import ResultAnswer
+from shared.upstream_answers import MAX_OUTPUTS_KEPT, MAX_URL_CHARS, ResultAnswer
 from workers.runtime import Runtime
 
 log = logging.getLogger("segq.jobs")
@@ -28,8 +30,8 @@ def collect_outputs(rt: Runtime, job_id: str, result: ResultAnswer) -> list[str]
     """The job's outputs: its URLs, then the paths of its base64 images written to disk."""
     if result.unrecognized_outputs:
         log.warning("job %s: %d output items were not kept (neither a URL nor an image, a "
-                    "URL over 8 KB, or past the 40th)", job_id,
-                    result.unrecognized_outputs)  # fmt: skip
+                    "URL over %d characters, or past the %dth)", job_id,
+                    result.unrecognized_outputs, MAX_URL_CHARS, MAX_OUTPUTS_KEPT)  # fmt: skip
     outputs = list(result.output_urls)
     if not result.output_base64 and not rt.settings.download_outputs:
         return outputs

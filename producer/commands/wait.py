@@ -101,6 +101,9 @@ def report_outcome(
                   f"{describe(progress, None)}", markup=False)  # fmt: skip
     if outcome.timed_out and not progress.is_terminal:
         console.print(f"Timed out with {progress.total - progress.done} jobs not ended yet.")
+    elif outcome.timed_out:  # every job ended, but not every image was fetched in time
+        console.print("Timed out before every completed job's images were fetched: run the "
+                      "wait again to save the rest.", markup=False)  # fmt: skip
     if outcome.saved is not None and download_dir is not None:
         report_saved(console, outcome.saved, download_dir)
 
@@ -108,9 +111,6 @@ def report_outcome(
 def report_saved(console: Console, saved: SavedOutputs, download_dir: Path) -> None:
     console.print(f"{images(len(saved.files))} in {download_dir} ({len(saved.written)} new, "
                   f"{len(saved.present)} already there).", markup=False)  # fmt: skip
-    if saved.cut_short:
-        console.print("Timed out before every completed job's images were fetched: run the "
-                      "wait again to save the rest.", markup=False)  # fmt: skip
     for failure in saved.failures[:FAILURES_SHOWN]:
         console.print(f"  not saved: {failure}", markup=False)
     if len(saved.failures) > FAILURES_SHOWN:

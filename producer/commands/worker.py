@@ -39,14 +39,15 @@ def worker(celery_options: tuple[str, ...]) -> None:
     """Start a worker; any option of `celery worker` may follow (e.g. --concurrency=64)."""
     settings = get_settings()
     argv = worker_argv(settings.worker_concurrency, celery_options)
-    refuse_unworkable_options(celery_options)
     if HELP_OPTIONS & set(celery_options):  # a host without the secret may read the options
         click.echo(f"segq worker runs: celery {' '.join(argv[:-len(celery_options)])}\n"
                    "Any option below may follow and wins. Celery's help:\n")  # fmt: skip
-    elif settings.segmind_api_key is None:  # its first submit's 401 would pause the fleet
-        from workers.celery_app import MISSING_API_KEY
+    else:
+        refuse_unworkable_options(celery_options)
+        if settings.segmind_api_key is None:  # its first submit's 401 would pause the fleet
+            from workers.celery_app import MISSING_API_KEY
 
-        raise ConfigurationError(MISSING_API_KEY)
+            raise ConfigurationError(MISSING_API_KEY)
     from workers import app
 
     app.worker_main(argv)

@@ -486,8 +486,8 @@ def test_a_key_holding_a_character_json_escapes_is_redacted_from_a_json_answer(u
     assert caught.value.detail == "API key [redacted] is invalid"
 
 
-@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
-def test_the_key_echoed_in_utf16_text_is_redacted(client, upstream, encoding):
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_the_key_echoed_in_utf16_or_utf32_text_is_redacted(client, upstream, encoding):
     # Shown with its zero bytes, which a terminal hides: `segq status` printed the key.
     upstream.answer(400, f"Bad request for key {API_KEY}".encode(encoding))
     assert API_KEY not in raised(client, "submit").detail.replace("\x00", "")
