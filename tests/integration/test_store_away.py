@@ -44,6 +44,7 @@ def test_a_submit_answered_while_redis_is_away_is_recorded_once_redis_is_back(ma
     assert [job.interrupted_submits for job in jobs] == [0, 0, 0]
 
 
+@pytest.mark.timeout(240)  # its own wait (150 s) must end it first, not the suite's 120 s
 def test_workers_outlive_redis_refusing_writes_and_then_finish_every_job(make_fleet):
     # Given a worker of 4 threads, 20 submits in its broker queue, the first held upstream
     fleet = make_fleet(sandbox=HELD_ANSWERS)
