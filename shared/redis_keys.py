@@ -2,9 +2,12 @@
 
 key                                 type    TTL, and who writes it
 ----------------------------------  ------  ---------------------------------------------------
-segq:job:{job_id}                   hash    retention, renewed when the job ends; the producer
-                                            creates it, tasks change single fields via Lua
-segq:batch:{batch_id}               hash    retention, renewed on change; producer creates it,
+segq:job:{job_id}                   hash    retention, renewed when the job ends, and while
+                                            it is followed upstream kept that long past its
+                                            next due time; the producer creates it, tasks
+                                            change single fields via Lua
+segq:batch:{batch_id}               hash    retention, renewed on change and kept as long as
+                                            its jobs followed upstream; producer creates it,
                                             every transition of its jobs moves its counters
 segq:batch:{batch_id}:failed        set     as its batch; ids of the batch's failed jobs
 segq:lane:interactive               list    none (drains); producer pushes, dispatcher pops

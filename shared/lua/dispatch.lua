@@ -81,7 +81,8 @@ local polls = {}
 local polls_held = false
 for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', NOW, 'LIMIT', 0, max_items)) do
   local key = K.job .. job_id
-  local state, request_id = unpack(redis.call('HMGET', key, 'state', 'request_id'))
+  local state, request_id, batch_id =
+    unpack(redis.call('HMGET', key, 'state', 'request_id', 'batch_id'))
   if not state or TERMINAL[state] then
     redis.call('ZREM', K.due, job_id)
     -- a record that expired in flight (retention shorter than the job): no index keeps it
@@ -95,6 +96,7 @@ for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', NOW, 'LIMIT',
     polls[#polls + 1] = redis.call('HINCRBY', key, 'token', 1)
     redis.call('ZADD', K.due, NOW + lease_s, job_id)
     redis.call('ZADD', K.polling, NOW + lease_s, job_id)
+    keep_in_flight(job_id, batch_id, lease_s)  -- a lost poll is republished, not expired
   else
     redis.call('ZREM', K.due, job_id)
     requeue_front(job_id)

@@ -4,6 +4,22 @@
 --   * segq:stats and the batch hash count every job once, under its current state
 local TERMINAL = {completed = true, failed = true, cancelled = true}
 
+-- Makes a key live at least ttl_s more (never shortens it: another job of the batch may
+-- have asked for longer).
+local function extend_ttl(key, ttl_s)
+  local left = redis.call('TTL', key)
+  if left == -1 or (left >= 0 and left < ttl_s) then redis.call('EXPIRE', key, ttl_s) end
+end
+
+-- A job being followed (submitted upstream, polled, retried) is kept, with its batch, for the
+-- retention past the moment it is next due: retention counts from a job's end, and a job
+-- Segmind accepted is paid for, so its record must not run out while it runs there.
+local function keep_in_flight(job_id, batch_id, due_in_s)
+  local ttl_s = math.ceil(RETENTION_S + math.max(0, tonumber(due_in_s) or 0))
+  extend_ttl(K.job .. job_id, ttl_s)
+  if batch_id then extend_ttl(K.batch .. batch_id, ttl_s) end
+end
+
 local function move_count(batch_id, from, to, n)
   n = n or 1
   if from then redis.call('HINCRBY', K.stats, from, -n) end
@@ -12,7 +28,7 @@ local function move_count(batch_id, from, to, n)
     local bk = K.batch .. batch_id
     if from then redis.call('HINCRBY', bk, from, -n) end
     redis.call('HINCRBY', bk, to, n)
-    redis.call('EXPIRE', bk, RETENTION_S)
+    extend_ttl(bk, RETENTION_S)
   end
 end
 
@@ -75,6 +91,7 @@ local function finish_job(job_id, new_state, fields, error_kind)
     local open = redis.call('HMGET', bk, 'queued', 'submitted', 'running')
     if (tonumber(open[1]) or 0) + (tonumber(open[2]) or 0) + (tonumber(open[3]) or 0) <= 0 then
       redis.call('HSET', bk, 'finished_at', NOW)
+      redis.call('EXPIRE', bk, RETENTION_S)  -- its last job ended: none is followed any more
     end
   end
   redis.call('PUBLISH', K.events .. job_id, new_state)

@@ -16,4 +16,5 @@ if state == 'submitted' and A[3] == 'PROCESSING' then
   state = 'running'
 end
 redis.call('ZADD', K.due, NOW + tonumber(A[4]), job_id)
+keep_in_flight(job_id, batch_id, A[4])
 return state

@@ -17,6 +17,7 @@ local waited = tostring(NOW - (tonumber(created_at) or NOW))
 redis.call('HSET', key, 'request_id', request_id, 'submitted_at', NOW)
 redis.call('HDEL', key, 'claim')
 redis.call('ZREM', K.dispatched, job_id)
+keep_in_flight(job_id, batch_id, A[3])
 record_accepted(A[4], NOW, request_id)
 upstream_answered(job_id)
 if state ~= 'queued' then return {state, waited} end

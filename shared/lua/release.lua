@@ -21,7 +21,8 @@
 -- back to its lane}.
 local job_id, mode, delay_s = A[1], A[2], tonumber(A[3])
 local key = K.job .. job_id
-local state, submitted_at = unpack(redis.call('HMGET', key, 'state', 'submitted_at'))
+local state, submitted_at, batch_id =
+  unpack(redis.call('HMGET', key, 'state', 'submitted_at', 'batch_id'))
 submitted_at = tonumber(submitted_at)
 if not state or TERMINAL[state] then return {state or 'gone', 0} end
 redis.call('HDEL', key, 'claim')
@@ -64,4 +65,5 @@ if mode == 'retry' then
 end
 redis.call('ZREM', K.dispatched, job_id)
 redis.call('ZADD', K.due, NOW + delay_s, job_id)
+keep_in_flight(job_id, batch_id, delay_s)
 return {state, 0, outage}

@@ -253,3 +253,27 @@ def test_a_record_that_expires_in_flight_leaves_no_index_entry_behind(make_queue
         time.sleep(0.1)
     # Then no index names it any more
     assert naming(client, {job_id}) == {}
+
+
+def test_a_job_followed_upstream_is_kept_past_its_retention_until_it_ends(make_queue):
+    # Given a job of a batch accepted upstream, that runs there longer than the retention
+    queue = make_queue(retention_s=RETENTION_S)
+    store = queue.store
+    [job_id] = add_batch(store, "long", 1)
+    [submit] = queue.dispatch().submits
+    assert queue.begin_submit(submit).outcome == "go"
+    queue.record_submitted(job_id, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", 1.0)
+    # When it is polled, still PROCESSING, for twice the retention
+    deadline = time.monotonic() + 2 * RETENTION_S
+    while time.monotonic() < deadline:
+        for polled, token in queue.dispatch().polls:
+            if queue.begin_poll(polled, token) is not None:
+                queue.record_progress(polled, token, "PROCESSING", 1.0)
+        time.sleep(0.2)
+    # Then its record and its batch are still there, and its ending is stored and counted
+    ending = queue.finish(job_id, JobState.COMPLETED, outputs=["https://cdn.test/0.jpg"])
+    assert ending.ended
+    assert store.get_job(job_id).outputs == ["https://cdn.test/0.jpg"]
+    summary = store.get_batch("long")
+    assert summary.is_terminal and summary.counts[JobState.COMPLETED.value] == 1
+    assert summary.counts[JobState.RUNNING.value] == 0
