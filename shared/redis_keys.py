@@ -10,6 +10,9 @@ segq:batch:{batch_id}               hash    retention, renewed on change and kep
                                             its jobs followed upstream; producer creates it,
                                             every transition of its jobs moves its counters
 segq:batch:{batch_id}:failed        set     as its batch; ids of the batch's failed jobs
+segq:batch:{batch_id}:lines         string  as its batch; a bit per line that made a job, so a
+                                            re-run does not make a job whose record expired
+                                            again (add_jobs)
 segq:lane:interactive               list    none (drains); producer pushes, dispatcher pops
 segq:lane:bulk:{batch_id|_}         list    none (drains); producer pushes, dispatcher pops
 segq:lanes                          list    none; ring of bulk lanes with work (dispatcher)

@@ -1,17 +1,27 @@
 -- include: layout.lua
 -- include: job.lua
 -- Adds the jobs that do not exist yet; an existing id is left alone (that is the idempotency).
+-- A batch's lines that made a job are marked in its lines bitmap, which lives as long as the
+-- batch: a line whose record expired while its batch goes on is not made (and paid for) again.
 -- A: batch_id|'', priority, callback_task|'', webhook_url|'', then (job_id, line|'', params) x n
 -- Returns per job: 1 created, 0 existed with these params, 2 existed with other params (for
 -- a job of no batch, also with another callback, webhook or priority: a batch's options are
 -- the batch's, checked as it opens).
 local batch_id, priority = A[1], A[2]
 local lane = lane_of(batch_id ~= '' and batch_id or nil, priority)
+local lines = batch_id ~= '' and K.batch .. batch_id .. ':lines' or nil
+local MAX_MARKED_LINE = 16777216  -- a 2 MB bitmap at most; lines past it are not marked
+local function marked(line)
+  return line ~= '' and tonumber(line) <= MAX_MARKED_LINE
+end
 local created, n, max_line = {}, 0, 0
 for i = 5, #A, 3 do
   local job_id, line, params = A[i], A[i + 1], A[i + 2]
   local key = K.job .. job_id
-  if redis.call('EXISTS', key) == 1 then
+  local exists = redis.call('EXISTS', key) == 1
+  if not exists and lines and marked(line) and redis.call('GETBIT', lines, line) == 1 then
+    created[#created + 1] = 0  -- ended and expired: in the batch already
+  elseif exists then
     local same = redis.call('HGET', key, 'params') == params
     if same and batch_id == '' then
       local task, hook, held = unpack(redis.call('HMGET', key, 'callback_task', 'webhook_url',
@@ -35,6 +45,7 @@ for i = 5, #A, 3 do
     redis.call('EXPIRE', key, RETENTION_S)
     redis.call('RPUSH', lane, job_id)
     if line ~= '' and tonumber(line) > max_line then max_line = tonumber(line) end
+    if lines and marked(line) then redis.call('SETBIT', lines, line, 1) end
     n = n + 1
     created[#created + 1] = 1
   end

@@ -54,6 +54,6 @@ end
 local open = redis.call('HMGET', bk, 'queued', 'submitted', 'running')
 if (tonumber(open[1]) or 0) + (tonumber(open[2]) or 0) + (tonumber(open[3]) or 0) <= 0 then
   redis.call('HSET', bk, 'finished_at', NOW)
-  redis.call('EXPIRE', bk, RETENTION_S)
+  expire_batch(batch_id)
 end
 return n

@@ -17,7 +17,16 @@ end
 local function keep_in_flight(job_id, batch_id, due_in_s)
   local ttl_s = math.ceil(RETENTION_S + math.max(0, tonumber(due_in_s) or 0))
   extend_ttl(K.job .. job_id, ttl_s)
-  if batch_id then extend_ttl(K.batch .. batch_id, ttl_s) end
+  if batch_id then
+    extend_ttl(K.batch .. batch_id, ttl_s)
+    extend_ttl(K.batch .. batch_id .. ':lines', ttl_s)
+  end
+end
+
+-- Sets the batch's TTL (its hash and its lines bitmap) to the retention, once it has ended.
+local function expire_batch(batch_id)
+  redis.call('EXPIRE', K.batch .. batch_id, RETENTION_S)
+  redis.call('EXPIRE', K.batch .. batch_id .. ':lines', RETENTION_S)
 end
 
 local function move_count(batch_id, from, to, n)
@@ -29,6 +38,7 @@ local function move_count(batch_id, from, to, n)
     if from then redis.call('HINCRBY', bk, from, -n) end
     redis.call('HINCRBY', bk, to, n)
     extend_ttl(bk, RETENTION_S)
+    extend_ttl(bk .. ':lines', RETENTION_S)
   end
 end
 
@@ -91,7 +101,7 @@ local function finish_job(job_id, new_state, fields, error_kind)
     local open = redis.call('HMGET', bk, 'queued', 'submitted', 'running')
     if (tonumber(open[1]) or 0) + (tonumber(open[2]) or 0) + (tonumber(open[3]) or 0) <= 0 then
       redis.call('HSET', bk, 'finished_at', NOW)
-      redis.call('EXPIRE', bk, RETENTION_S)  -- its last job ended: none is followed any more
+      expire_batch(batch_id)  -- its last job ended: none is followed any more
     end
   end
   redis.call('PUBLISH', K.events .. job_id, new_state)

@@ -6,6 +6,7 @@ local bk = K.batch .. A[1]
 if redis.call('EXISTS', bk) == 1 then
   if redis.call('HEXISTS', bk, 'cancelled_at') == 1 then return 'cancelled' end
   redis.call('EXPIRE', bk, RETENTION_S)
+  redis.call('EXPIRE', bk .. ':lines', RETENTION_S)
   return 'exists'
 end
 redis.call('HSET', bk, 'created_at', NOW, 'defaults', A[2], 'total', 0, 'priority', A[4])

@@ -18,7 +18,7 @@ import redis
 from shared import redis_keys
 from shared.dispatch_queue import DispatchQueue
 from shared.job_model import JobState
-from shared.job_store import JobOptions, JobStore, NewJob, batch_job_id
+from shared.job_store import Added, JobOptions, JobStore, NewJob, batch_job_id
 from shared.settings import load_settings
 from tests.support.finished_jobs import run_dispatched_jobs
 
@@ -277,3 +277,29 @@ def test_a_job_followed_upstream_is_kept_past_its_retention_until_it_ends(make_q
     summary = store.get_batch("long")
     assert summary.is_terminal and summary.counts[JobState.COMPLETED.value] == 1
     assert summary.counts[JobState.RUNNING.value] == 0
+
+
+def test_a_rerun_does_not_enqueue_again_the_lines_whose_records_expired(make_queue):
+    # Given a batch whose first lines ended and expired while a later line still runs upstream
+    queue = make_queue(retention_s=RETENTION_S)
+    store, client = queue.store, queue.store.redis
+    ended = add_batch(store, "rerun", 3)
+    assert run_dispatched_jobs(queue, 3) == 3
+    store.add_jobs([NewJob(batch_job_id("rerun", 4), {"prompt": "line 4"}, 4)],
+                   batch_id="rerun", options=JobOptions())  # fmt: skip
+    [submit] = queue.dispatch().submits
+    assert queue.begin_submit(submit).outcome == "go"
+    queue.record_submitted(submit, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", 4 * RETENTION_S)
+    deadline = time.monotonic() + EXPIRY_WAIT_S
+    while any(client.exists(redis_keys.job(job_id)) for job_id in ended):
+        assert time.monotonic() < deadline, "the ended jobs' records did not expire"
+        time.sleep(0.1)
+    # When the same lines are enqueued in the batch again (a re-run of its file)
+    again = [NewJob(batch_job_id("rerun", n), {"prompt": PROMPT.format(n=n), "seed": 1000 + n}, n)
+             for n in range(1, 4)]  # fmt: skip
+    added = store.add_jobs(again, batch_id="rerun", options=JobOptions())
+    # Then none of them is made again (nor submitted, nor paid for twice), and the batch's
+    # total still counts each line once
+    assert added == [Added.EXISTED] * 3
+    assert queue.dispatch().submits == []
+    assert store.get_batch("rerun").total == 4
