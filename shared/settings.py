@@ -115,8 +115,10 @@ class Settings(BaseSettings):
         15.0, ge=0.1, le=300, description="Longest gap between two polls of one job."
     )
     job_retention_s: int = Field(
-        7 * 86400, ge=60, description="How long job records and batches stay after finishing."
-    )
+        7 * 86400, ge=60,
+        description="How long job records and batches stay after finishing (a job followed "
+        "upstream is kept until then; a queued one only this long after it was enqueued).",
+    )  # fmt: skip
     max_batch_lines: int = Field(
         2_000_000, ge=1, description="Largest batch (lines) segq batch accepts."
     )
