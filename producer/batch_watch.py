@@ -195,6 +195,16 @@ class FleetPauseNotice:
         self.paused = fleet.paused
 
 
+def note_expired(saved: SavedOutputs, missing: int) -> None:
+    """Counts as not saved the completed jobs the reads did not find: their records expired
+    (SEGQ_JOB_RETENTION_S) while the batch went on, and their images' URLs with them."""
+    if missing > 0 and not saved.cut_short:
+        saved.failures.append(
+            f"{missing:,} completed jobs are past their retention (SEGQ_JOB_RETENTION_S): "
+            "their records and image URLs are gone"
+        )
+
+
 def watch(
     target: WaitTarget,
     view: ProgressView,
@@ -235,6 +245,7 @@ def watch(
             # it and the saves it queues.
             downloader.save_jobs(target.completed_jobs(), until=deadline)
             saved = downloader.finish(until=deadline)
+            note_expired(saved, progress.count(JobState.COMPLETED) - downloader.jobs_taken)
             view.show(progress, len(saved.files))
     assert progress is not None  # the loop leaves only with progress read
     timed_out = not progress.is_terminal or bool(saved and saved.cut_short)

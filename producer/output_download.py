@@ -83,6 +83,11 @@ class OutputDownloader:
         self._top_up(until)
 
     @property
+    def jobs_taken(self) -> int:
+        """Completed jobs whose images were queued to be saved (or found there)."""
+        return len(self._taken)
+
+    @property
     def files_saved(self) -> int:
         """Images in the directory so far, written now or found there from an earlier run."""
         with self._lock:

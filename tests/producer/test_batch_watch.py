@@ -252,3 +252,16 @@ def test_a_download_wait_whose_timeout_runs_out_drops_a_started_jobs_images_not_
     assert time.monotonic() - started < 1.2
     assert outcome.exit_status == 2 and outcome.saved is not None and outcome.saved.cut_short
     assert 0 < len(list(tmp_path.glob("*.jpg"))) < 4
+
+
+def test_a_download_wait_fails_when_completed_jobs_records_are_past_their_retention(tmp_path):
+    # Given a batch of 3 completed jobs, of which only 1 record is still there (2 expired)
+    target = SweptTarget([WaitProgress(total=3, counts={"completed": 3})], size=1)
+    view, _ = plain_view()
+    # When its images are saved
+    with OutputDownloader(tmp_path, lambda url: JPEG) as downloader:
+        outcome = watch(target, view, downloader=downloader)
+    # Then the wait does not say every image was saved: 2 jobs' images could not be
+    assert len(list(tmp_path.glob("*.jpg"))) == 1
+    assert outcome.exit_status == 1 and outcome.saved is not None
+    assert any("past their retention" in failure for failure in outcome.saved.failures)
