@@ -33,6 +33,11 @@ PRIORITIES = ("bulk", "interactive")
 MODEL_DEFAULTS = {name: field.default for name, field in GenerationRequest.model_fields.items()}
 INPUT_SHOWN_CHARS = 40
 
+MAX_LINE_NUMBER = 2**24
+"""A batch's reads walk its ids from line 1 to its highest line (``iter_batch_jobs``, export,
+wait): one ``BatchLine(10**9)`` made a one-job batch take hours to read. Also the highest line
+``add_jobs.lua`` marks in the batch's lines bitmap (``MAX_MARKED_LINE``)."""
+
 RequestLike = GenerationRequest | Mapping[str, Any]
 """A request: the model, or a mapping of its parameters (validated here)."""
 
@@ -270,6 +275,8 @@ class BatchPlan:
                              "(SEGQ_MAX_BATCH_LINES)")  # fmt: skip
         if not isinstance(line, int) or line < 1:
             raise InputError(f"BatchLine {line!r}: line numbers start at 1")
+        if line > MAX_LINE_NUMBER:
+            raise InputError(f"line {line:,}: line numbers go up to {MAX_LINE_NUMBER:,}")
         request = validate_request(params, self.defaults, where=f"line {line}")
         return NewJob(
             batch_job_id(self.batch_id, line), stored_params(request, self.defaults), line

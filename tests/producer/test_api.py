@@ -209,6 +209,13 @@ def test_a_batch_line_numbered_below_one_is_refused(sync_producer, line):
     assert not sync_producer.store.redis.exists(redis_keys.batch("zero"))
 
 
+def test_a_batch_line_numbered_past_the_highest_line_is_refused(sync_producer):
+    # A batch's reads walk every id up to its highest line: BatchLine(10**9) took hours.
+    with pytest.raises(InputError, match="line 1,000,000,000: line numbers go up to 16,777,216"):
+        sync_producer.enqueue_many([BatchLine(10**9, {"prompt": "a"})], batch_id="far")
+    assert not sync_producer.store.redis.exists(redis_keys.batch("far"))
+
+
 def test_a_stream_refused_at_its_first_item_leaves_no_batch_a_corrected_retry_must_match(
     sync_producer,
 ):
