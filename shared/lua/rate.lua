@@ -4,6 +4,8 @@
 --   hold_until   nobody calls before this (a 429's window)
 --   learned      requests/minute learned from the last 429 (absent: none learned)
 --   last_429_at  when that was; the learned rate grows back from then
+--   learned_max  the configured rate (0: none) it was learned under: a learned rate is
+--                forgotten once a higher one is configured (the account's plan was raised)
 --   rate_per_min the rate last used (for metrics and status)
 -- and the zset segq:rate:{fingerprint}:{kind}:ok of calls accepted in the last minute, which
 -- the learning reads.
@@ -14,9 +16,11 @@ local RATE_WINDOW_S = 60
 
 -- The rate (per minute) to spend at now, or nil when nothing limits it.
 local function rate_now(key, max_rate, safety, now)
-  local learned, last429 = unpack(redis.call('HMGET', key, 'learned', 'last_429_at'))
+  local learned, last429, learned_max =
+    unpack(redis.call('HMGET', key, 'learned', 'last_429_at', 'learned_max'))
   local rate = nil
   if max_rate > 0 then rate = max_rate * safety end
+  if learned and max_rate > (tonumber(learned_max) or 0) then learned = nil end
   if learned then
     local grown = tonumber(learned) * (1 + RATE_GROWTH_PER_MIN * (now - tonumber(last429)) / 60)
     if rate == nil or grown < rate then rate = grown end

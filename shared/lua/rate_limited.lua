@@ -52,7 +52,8 @@ hold = math.max(hold, previous)
 local fields = {'hold_until', hold}
 if learned then
   learned = math.max(1, learned)
-  fields = {'hold_until', hold, 'learned', learned, 'last_429_at', now, 'rate_per_min', learned}
+  fields = {'hold_until', hold, 'learned', learned, 'last_429_at', now, 'rate_per_min', learned,
+    'learned_max', max_rate}
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], 86400)

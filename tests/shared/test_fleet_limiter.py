@@ -171,6 +171,22 @@ def test_the_learned_rate_grows_back_two_percent_a_minute_while_answers_are_good
     assert float(world.budget()["rate_per_min"]) == pytest.approx(learned * 1.10, rel=0.01)
 
 
+def test_a_rate_learned_under_a_lower_configured_limit_yields_to_a_raised_one(make_world):
+    # Given a fleet configured for 20/min that learned about that much from a 429
+    world = make_world(submit_rate_limit=20.0)
+    world.add(2)
+    assert len(world.submit_dispatched()) == 1
+    world.limiter.rate_limited("submit", 0.0)
+    assert world.limiter.status("submit")["learned_per_min"] <= 20
+    key = redis_keys.rate(world.limiter.fingerprint, "submit")
+    world.store.redis.hset(key, "tat", 0)  # a moment later: the next slot is open
+    # When the account's plan is raised and the workers restart with 120/min
+    raised = make_world(submit_rate_limit=120.0)
+    assert len(raised.submit_dispatched()) == 1
+    # Then they spend at the configured rate, not at the old learned one growing 2% a minute
+    assert float(raised.budget()["rate_per_min"]) == pytest.approx(120 * 0.98)
+
+
 def test_a_task_published_before_a_429_is_held_until_the_window_ends(make_world):
     # Given a job being polled and a job whose submit task waits in the broker
     world = make_world()
