@@ -4,10 +4,12 @@
 -- the last minute (t0) are all the account allows until the hold ends, so it allows
 -- accepted / (hold end - t0): right for a window of any length up to a minute, whether the
 -- fleet just started (t0 opened the account's window) or has been running. Without a named
--- window the span is a minute. The learned rate is never above the rate in use (a 429 says it
--- was too fast) and is cut by the safety factor; nor below half of it, as in AIMD's
--- multiplicative decrease: one 429 on a quiet minute (few calls counted) must not starve the
--- fleet for minutes while the rate grows back. 429s that arrive during the hold are from calls
+-- window, or with one that ends more than a minute after t0 (an hourly quota, or a garbled
+-- reset that reads as a day), the span is a minute: spread over a day, a minute's calls
+-- taught "5 a minute", the floor, for after the hold. The learned rate is never above the
+-- rate in use (a 429 says it was too fast) and is cut by the safety factor; nor below half of
+-- it, as in AIMD's multiplicative decrease: one 429 on a quiet minute (few calls counted) must
+-- not starve the fleet for minutes while the rate grows back. 429s that arrive during the hold are from calls
 -- made before it: they shrink the rate no further, and may raise it (never above the
 -- configured rate in use): a call Segmind accepted before the window filled, whose answer was
 -- recorded only after the first 429 counted (a loaded worker), counts from then on.
@@ -30,7 +32,7 @@ local accepted = redis.call('ZCOUNT', KEYS[2], since, '+inf')
 local span = RATE_WINDOW_S
 local oldest = redis.call('ZRANGEBYSCORE', KEYS[2], since, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 if retry_after >= 0 and oldest[2] then
-  span = math.max(MIN_SPAN_S, hold - tonumber(oldest[2]))
+  span = math.min(RATE_WINDOW_S, math.max(MIN_SPAN_S, hold - tonumber(oldest[2])))
 end
 local learned = accepted * 60 / span * safety
 local previous, known = unpack(redis.call('HMGET', KEYS[1], 'hold_until', 'learned'))

@@ -92,6 +92,16 @@ def test_a_429_without_a_named_window_holds_two_seconds_and_learns_the_last_minu
     assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(12 * 0.98)
 
 
+def test_a_429_naming_a_window_past_a_minute_learns_the_last_minute(make_world):
+    # Given 30 submits accepted, and a 429 whose reset reads as a day away (a garbled header)
+    world = make_world()
+    world.add(30)
+    world.submit_dispatched()
+    assert world.limiter.rate_limited("submit", 86_400.0) == pytest.approx(86_400.0, abs=1)
+    # Then, the hold over, the fleet goes on at what the last minute held, not at 5 a minute
+    assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(30 * 0.98)
+
+
 def test_429s_that_arrive_during_the_hold_shrink_the_rate_once(make_world):
     world = make_world()
     world.add(30)
