@@ -20,13 +20,17 @@
 -- KEYS: rate hash, accepted zset. ARGV: retry_after_s (-1: not named), max_rate (0: none), safety
 redis.replicate_commands()
 local DEFAULT_HOLD_S = 2
+-- A named window already over (a reset time in the past, Retry-After: 0) still holds this long:
+-- without it the tasks already in the broker call at once, each 429 they draw comes after the
+-- hold and halves the rate again, and a fleet fell to 1 a minute within a second.
+local MIN_HOLD_S = 1
 local MIN_SPAN_S = 1
 local MAX_DECREASE = 0.5
 local LOWEST_PUBLISHED_PER_MIN = 5  -- Segmind Free: 5 requests a minute
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local retry_after, max_rate, safety = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local hold = now + (retry_after >= 0 and retry_after or DEFAULT_HOLD_S)
+local hold = now + (retry_after >= 0 and math.max(retry_after, MIN_HOLD_S) or DEFAULT_HOLD_S)
 local since = now - RATE_WINDOW_S
 local accepted = redis.call('ZCOUNT', KEYS[2], since, '+inf')
 local span = RATE_WINDOW_S

@@ -113,6 +113,20 @@ def test_429s_that_arrive_during_the_hold_shrink_the_rate_once(make_world):
     assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(first, rel=0.01)
 
 
+def test_429s_naming_a_window_already_over_still_hold_and_shrink_the_rate_once(make_world):
+    # Given 30 submits accepted, and a burst of 429s whose reset time is already past
+    world = make_world()
+    world.add(30)
+    world.submit_dispatched()
+    first_hold_s = world.limiter.rate_limited("submit", 0.0)
+    first = world.limiter.status("submit")["learned_per_min"]
+    for _ in range(20):
+        world.limiter.rate_limited("submit", 0.0)
+    # Then the fleet still holds a moment, and the burst cuts the rate once, not down to 1
+    assert first_hold_s == pytest.approx(1.0, abs=0.1)
+    assert world.limiter.status("submit")["learned_per_min"] == pytest.approx(first, rel=0.01)
+
+
 def test_a_429_during_the_hold_counts_accepted_calls_recorded_after_the_first(make_world):
     # Given 40 submits sent at once, of which Segmind accepted all; the first 429 is read
     # while the answers of 10 of them are still on their way (a loaded worker)
@@ -175,6 +189,7 @@ def test_the_learned_rate_grows_back_two_percent_a_minute_while_answers_are_good
     # Five minutes of good answers later (the 429 moved back in time) ...
     key = redis_keys.rate(world.limiter.fingerprint, "submit")
     world.store.redis.hincrbyfloat(key, "last_429_at", -300)
+    world.store.redis.hincrbyfloat(key, "hold_until", -300)
     world.add(1, prefix="later")
     assert world.submit_dispatched() == ["later0"]
     # ... the dispatcher spends at 10% more than it learned
@@ -189,7 +204,7 @@ def test_a_rate_learned_under_a_lower_configured_limit_yields_to_a_raised_one(ma
     world.limiter.rate_limited("submit", 0.0)
     assert world.limiter.status("submit")["learned_per_min"] <= 20
     key = redis_keys.rate(world.limiter.fingerprint, "submit")
-    world.store.redis.hset(key, "tat", 0)  # a moment later: the next slot is open
+    world.store.redis.hset(key, mapping={"tat": 0, "hold_until": 0})  # a moment later
     # When the account's plan is raised and the workers restart with 120/min
     raised = make_world(submit_rate_limit=120.0)
     assert len(raised.submit_dispatched()) == 1
