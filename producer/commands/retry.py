@@ -16,13 +16,19 @@ def retry(target_id: str, as_json: bool) -> None:
     Segmind still knows resumes polling its request instead of paying for a new one."""
     with open_producer() as producer:
         target = find(producer, target_id)
+        expired = 0  # failed jobs a batch still counts whose records are gone
         if isinstance(target, Job):
             retried = int(producer.retry(target.job_id))
             key, target_id = "job_id", target.job_id
         else:
             retried = producer.retry_batch(target.batch_id)
             key, target_id = "batch_id", target.batch_id
+            expired = max(0, target.counts.get("failed", 0) - retried)
     if as_json:
         print_json({key: target_id, "retried": retried})
-    else:
-        people().print(f"{target_id}: {retried:,} failed job{'s' * (retried != 1)} queued again")
+        return
+    people().print(f"{target_id}: {retried:,} failed job{'s' * (retried != 1)} queued again")
+    if expired:
+        people().print(f"{expired:,} more failed, but their records are past their retention "
+                       "(SEGQ_JOB_RETENTION_S): nothing of them is left to run again; the "
+                       "batch's counts still include them")  # fmt: skip

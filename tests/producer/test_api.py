@@ -21,6 +21,8 @@ from shared import redis_keys
 from shared.dispatch_queue import DispatchQueue
 from shared.job_codec import compact_json
 from shared.settings import load_settings
+from tests.support.fleet import segq_env
+from tests.support.segq_cli import run_segq
 
 WAKE_S = 5.0
 """A wait woken by an end event returns long before this (its timeout is far longer)."""
@@ -491,3 +493,15 @@ def test_a_sync_wait_sees_an_end_whose_event_it_never_heard(sync_producer, redis
     with later(0.5, silently_ended):
         assert job.wait(timeout_s=30).state is JobState.CANCELLED
     assert time.monotonic() - start < WAKE_S
+
+
+def test_retry_says_how_many_failed_jobs_are_past_their_retention(sync_producer, redis_url):
+    # A batch outlives its early jobs: its counts keep failed jobs whose records expired.
+    sync_producer.enqueue_many([{"prompt": f"p{n}"} for n in range(3)], batch_id="old")
+    for n in (1, 2):
+        fail(sync_producer, f"old.{n}")
+    sync_producer.store.redis.delete(redis_keys.job("old.1"))  # as its retention would
+    done = run_segq(segq_env(SEGQ_REDIS_URL=redis_url), "retry", "old")
+    assert done.returncode == 0, done.stderr
+    assert "old: 1 failed job queued again" in done.stderr
+    assert "1 more failed, but their records are past their retention" in done.stderr
