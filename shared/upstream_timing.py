@@ -62,7 +62,8 @@ def retry_after_s(headers: Mapping[str, str], now: float) -> float | None:
     Headers are read in this order, the first usable one wins: ``Retry-After`` (delay in
     seconds or an HTTP date), ``x-rate-limit-reset-at-utc`` (ISO 8601, what Segmind is
     reported to send), ``X-RateLimit-Reset`` (epoch seconds or milliseconds, or a delay).
-    ``now`` is epoch seconds when the answer arrived. A window already past gives 0.
+    ``now`` is epoch seconds when the answer arrived. A window already past gives 0; a
+    negative delay is unusable.
     """
     lowered = {name.lower(): value.strip() for name, value in headers.items()}
     now = _server_now(lowered.get("date"), now)
@@ -95,7 +96,7 @@ def _until(moment_s: float, now: float, whole_seconds: bool) -> float:
 def _read_retry_after(value: str, now: float) -> float | None:
     delay_s = _number(value)
     if delay_s is not None:
-        return delay_s + DELTA_MARGIN_S
+        return _delay(delay_s)
     moment = _http_date(value)
     return None if moment is None else _until(moment.timestamp(), now, whole_seconds=True)
 
@@ -142,7 +143,13 @@ def _read_ratelimit_reset(value: str, now: float) -> float | None:
         return _until(number / 1000.0, now, whole_seconds=False)
     if number >= EPOCH_S_FLOOR:
         return _until(number, now, whole_seconds=whole)
-    return number + DELTA_MARGIN_S
+    return _delay(number)
+
+
+def _delay(delay_s: float) -> float | None:
+    """A delay a header names, with its margin; a negative one is no delay at all (a broken
+    proxy's, say) and leaves the answer's other headers to say the window."""
+    return None if delay_s < 0 else delay_s + DELTA_MARGIN_S
 
 
 @dataclass

@@ -111,20 +111,25 @@ def test_429_window_prefers_retry_after_then_reset_at_then_ratelimit_reset():
     assert retry_after_s({**both, "Retry-After": "3"}, NOW) == pytest.approx(3 + DELTA_MARGIN_S)
 
 
-def test_429_window_skips_an_unreadable_header_for_the_next_one():
-    headers = {"Retry-After": "soon", "X-RateLimit-Reset": "4"}
+@pytest.mark.parametrize("unusable", ["soon", "-30"])
+def test_429_window_skips_an_unreadable_header_for_the_next_one(unusable):
+    # A negative delay is no window either: it must not beat a good reset header to 0.
+    headers = {"Retry-After": unusable, "X-RateLimit-Reset": "4"}
     assert retry_after_s(headers, NOW) == pytest.approx(4 + DELTA_MARGIN_S)
+    assert retry_after_s({"Retry-After": "2", "X-RateLimit-Reset": "-5"}, NOW) == pytest.approx(
+        2 + DELTA_MARGIN_S
+    )
 
 
 def test_429_window_in_the_past_is_zero_and_a_huge_one_is_capped():
     assert retry_after_s({"x-rate-limit-reset-at-utc": "2020-01-01T00:00:00Z"}, NOW) == 0.0
-    assert retry_after_s({"Retry-After": "-3"}, NOW) == 0.0
     assert retry_after_s({"Retry-After": "1e12"}, NOW) == MAX_RETRY_AFTER_S
 
 
 @pytest.mark.parametrize(
     "headers",
     [{}, {"Retry-After": ""}, {"Retry-After": "nan"}, {"Retry-After": "inf"},
+     {"Retry-After": "-3"}, {"X-RateLimit-Reset": "-3"},
      {"x-rate-limit-reset-at-utc": "tomorrow"}, {"X-RateLimit-Reset": "later"},
      {"Content-Type": "application/json"}],
 )  # fmt: skip
