@@ -24,12 +24,13 @@ _deadline = threading.local()
 
 
 @contextmanager
-def call_deadline(seconds: float) -> Iterator[None]:
-    """Every network step this thread takes inside must end within ``seconds`` from now."""
+def call_deadline(seconds: float) -> Iterator[float]:
+    """Every network step this thread takes inside must end within ``seconds`` from now;
+    gives that moment (``time.monotonic()``), for checks of the caller's own."""
     outer = getattr(_deadline, "at", None)
-    _deadline.at = time.monotonic() + seconds
+    _deadline.at = at = time.monotonic() + seconds
     try:
-        yield
+        yield at
     finally:
         _deadline.at = outer
 

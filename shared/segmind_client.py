@@ -178,12 +178,10 @@ class SegmindClient:
         completed, and the caller keeps the URL.
         """
         http = self._http
-        budget_s = self._timeout_s(http)
-        deadline = time.monotonic() + budget_s
         try:
             request = http.build_request("GET", url)
             request.headers.pop("x-api-key", None)
-            with call_deadline(budget_s):
+            with call_deadline(self._timeout_s(http)) as deadline:
                 response = http.send(request, stream=True, follow_redirects=True)
                 try:
                     if not response.is_success:
@@ -219,9 +217,7 @@ class SegmindClient:
             content=content,
             headers={**self._key_headers, **(headers or {})},
         )
-        budget_s = self._timeout_s(http)
-        deadline = time.monotonic() + budget_s
-        with call_deadline(budget_s):
+        with call_deadline(self._timeout_s(http)) as deadline:
             try:
                 response = http.send(request, stream=True, follow_redirects=False)
             except _HTTPX_ERRORS as exc:
