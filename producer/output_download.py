@@ -21,7 +21,7 @@ import httpx
 
 from shared.http_deadline import deadline_client
 from shared.job_model import Job, JobState
-from shared.output_files import Fetch, SavedOutputs, output_names, save_output
+from shared.output_files import Fetch, SavedOutputs, named_outputs, save_output
 from shared.segmind_client import USER_AGENT, SegmindClient
 from shared.settings import Settings
 
@@ -129,8 +129,7 @@ class OutputDownloader:
         """One save per image, so that ``finish``'s deadline drops a job's images not started
         too: each may take the whole HTTP timeout, and a job has up to 10."""
         self._taken.add(job.job_id)
-        names = output_names(job.job_id, job.line, job.params, len(job.outputs))
-        for name, output in zip(names, job.outputs, strict=True):
+        for name, output in named_outputs(job.job_id, job.line, job.params, job.outputs):
             future = self._pool.submit(save_output, self.directory, name, output, self._fetch)
             with self._lock:
                 self._pending.add(future)

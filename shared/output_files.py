@@ -134,16 +134,8 @@ def written(directory: Path, name: str, content: bytes) -> SavedOutputs:
     return saved
 
 
-def save_outputs(
-    directory: Path,
-    job_id: str,
-    line: int | None,
-    params: Mapping[str, Any],
-    outputs: list[str],
-    fetch: Fetch,
-) -> SavedOutputs:
-    """Saves every output of one job under the names of ``output_names``."""
-    saved = SavedOutputs()
-    for name, output in zip(output_names(job_id, line, params, len(outputs)), outputs, strict=True):
-        saved.add(save_output(directory, name, output, fetch))
-    return saved
+def named_outputs(
+    job_id: str, line: int | None, params: Mapping[str, Any], outputs: list[str]
+) -> list[tuple[str, str]]:
+    """Each output of one job with its file name (``output_names``), to save one by one."""
+    return list(zip(output_names(job_id, line, params, len(outputs)), outputs, strict=True))

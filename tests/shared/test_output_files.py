@@ -7,9 +7,24 @@ import threading
 import pytest
 
 from shared.errors import TransientError
-from shared.output_files import output_names, save_outputs, write_file
+from shared.output_files import (
+    Fetch,
+    SavedOutputs,
+    named_outputs,
+    output_names,
+    save_output,
+    write_file,
+)
 
 JPEG = b"\xff\xd8\xff\xe0" + b"JFIF" + bytes(8)
+
+
+def save_outputs(directory, job_id, line, params, outputs: list[str], fetch: Fetch) -> SavedOutputs:
+    """Every output of one job, saved as ``segq wait --download`` does, one by one."""
+    saved = SavedOutputs()
+    for name, output in named_outputs(job_id, line, params, outputs):
+        saved.add(save_output(directory, name, output, fetch))
+    return saved
 
 
 @pytest.mark.parametrize(
