@@ -15,7 +15,8 @@ if not state or state == 'completed' or state == 'failed' or state == 'cancelled
   return {'stale'}
 end
 redis.call('ZREM', K.polling, A[1])
-keep_in_flight(A[1], batch_id, 0)
+-- dispatch.lua kept the record for the retention past this poll's lease; a hold moves the
+-- next look further, and keeps it past that
 local verdict = gate_verdict(A[3], A[1], 'poll', '1', NOW)
 if verdict then
   redis.call('ZREM', K.dispatched, A[1])
