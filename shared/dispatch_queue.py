@@ -144,14 +144,14 @@ class DispatchQueue:
         submits_end = 4 + n_submits
         notices_end = submits_end + n_notices
         submits = list(reply[4:submits_end])
-        lane_of = dict(zip(submits, lanes, strict=True))
+        interactive = [job for job, lane in zip(submits, lanes, strict=True) if lane == "i"]
         rest = reply[notices_end:]
         return DispatchPlan(
             submits=submits,
             polls=[(rest[i], str(rest[i + 1])) for i in range(0, len(rest), 2)],
             wake_in_s=float(reply[0]),
             notices=list(reply[submits_end:notices_end]),
-            interactive=frozenset(job for job, lane in lane_of.items() if lane == "i"),
+            interactive=frozenset(interactive),
         )
 
     def begin_submit(self, job_id: str) -> SubmitClaim:

@@ -9,10 +9,10 @@
 -- taught "5 a minute", the floor, for after the hold. The learned rate is never above the
 -- rate in use (a 429 says it was too fast) and is cut by the safety factor; nor below half of
 -- it, as in AIMD's multiplicative decrease: one 429 on a quiet minute (few calls counted) must
--- not starve the fleet for minutes while the rate grows back. 429s that arrive during the hold are from calls
--- made before it: they shrink the rate no further, and may raise it (never above the
--- configured rate in use): a call Segmind accepted before the window filled, whose answer was
--- recorded only after the first 429 counted (a loaded worker), counts from then on.
+-- not starve the fleet for minutes while the rate grows back. 429s that arrive during the hold
+-- are from calls made before it: they shrink the rate no further, and may raise it (never
+-- above the configured rate in use): a call Segmind accepted before the window filled, whose
+-- answer was recorded only after the first 429 counted (a loaded worker), counts from then on.
 -- A 429 on a budget with no rate in use, after fewer of our calls than the lowest published
 -- limit allows in a minute, teaches nothing (another client of the key spent the window): it
 -- only holds. Nor is a rate learned from scratch ever below that limit; from 1 a minute, the
