@@ -6,11 +6,12 @@ from __future__ import annotations
 import codecs
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from producer.batch_files import CR_LINE_ENDS, BatchFile, format_of
+from producer.batch_files import CR_LINE_ENDS, BatchFile, Entry, format_of
 from producer.enqueueing import BatchLine, LineProblem, request_or_problems
 from shared.errors import InputError
 
@@ -210,13 +211,19 @@ def test_a_file_growing_while_it_is_checked_is_refused(tmp_path):
         list(first)
 
 
-def test_a_file_changed_in_place_during_the_enqueue_fails_before_its_last_chunk(tmp_path):
+def second_pass_begun(tmp_path: Path) -> tuple[Path, os.stat_result, Iterator[Entry]]:
+    """A 10,000-line file checked whole, and its second pass past its first line."""
     path = write(tmp_path, "p.txt", "".join(f"fox {n:05d}\n" for n in range(1, 10_001)))
     batch_file = BatchFile(path, None, **LIMITS)
     list(batch_file.entries())
     stat = path.stat()
     second = batch_file.entries()
     assert next(second) == BatchLine(1, {"prompt": "fox 00001"})
+    return path, stat, second
+
+
+def test_a_file_changed_in_place_during_the_enqueue_fails_before_its_last_chunk(tmp_path):
+    path, stat, second = second_pass_begun(tmp_path)
     with path.open("r+b") as stream:  # same size, same time: only the digest can tell
         stream.seek(-6, os.SEEK_END)  # the last line, far past what the reader buffered
         stream.write(b"XXXXX")
@@ -240,12 +247,7 @@ def test_a_file_growing_while_it_is_enqueued_fails_before_its_last_chunk(tmp_pat
 def test_a_file_edited_during_the_enqueue_yields_no_line_read_after_the_edit(tmp_path):
     """The message says the lines after the change are not in the batch: an edit seen only at
     the end (by the digest) let every full chunk read after it be enqueued, changed lines too."""
-    path = write(tmp_path, "p.txt", "".join(f"fox {n:05d}\n" for n in range(1, 10_001)))
-    batch_file = BatchFile(path, None, **LIMITS)
-    list(batch_file.entries())
-    stat = path.stat()
-    second = batch_file.entries()
-    assert next(second) == BatchLine(1, {"prompt": "fox 00001"})
+    path, stat, second = second_pass_begun(tmp_path)
     with path.open("r+b") as stream:  # an edit in place: same size, a new modification time
         stream.seek(10 * 5000)
         stream.write(b"cat")
