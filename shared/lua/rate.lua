@@ -10,21 +10,40 @@
 -- and the zset segq:rate:{fingerprint}:{kind}:ok of calls accepted in the last minute, which
 -- the learning reads.
 
-local RATE_GROWTH_PER_MIN = 0.02   -- learned rate grows 2% a minute while answers are good
+-- While answers are good a learned rate grows back: by at least 2% of itself a minute, and
+-- with a configured rate by (minutes since the 429 / RECOVERY_MIN)^2 of the configured rate in
+-- use, so from any low point it is back to that rate within RECOVERY_MIN minutes. Stray 429s
+-- (another client spent the key's window once) then cost minutes, not hours. The curve starts
+-- flat because a 429 leaves the learned rate just under what the key has room for: a straight
+-- 10% a minute would be past it again seconds after each 429 when the key is truly shared with
+-- a busy client, taking that client's share of a sliding window; this way the next 429 comes
+-- about a minute later, as with 2%.
+local RATE_GROWTH_PER_MIN = 0.02
+local RECOVERY_MIN = 10
 local RATE_TOLERANCE_S = 0.1       -- lateness of the dispatcher the limiter forgives
 local RATE_WINDOW_S = 60
 
--- The rate (per minute) to spend at now, or nil when nothing limits it.
-local function rate_now(key, max_rate, safety, now)
+-- The learned rate grown back by now, or nil when none was learned (or it was learned under a
+-- lower configured rate than max_rate).
+local function learned_now(key, max_rate, safety, now)
   local learned, last429, learned_max =
     unpack(redis.call('HMGET', key, 'learned', 'last_429_at', 'learned_max'))
+  if not learned or max_rate > (tonumber(learned_max) or 0) then return nil end
+  learned = tonumber(learned)
+  local minutes = (now - tonumber(last429)) / 60
+  local grown = learned * (1 + RATE_GROWTH_PER_MIN * minutes)
+  if max_rate > 0 then
+    grown = math.max(grown, learned + max_rate * safety * (minutes / RECOVERY_MIN) ^ 2)
+  end
+  return grown
+end
+
+-- The rate (per minute) to spend at now, or nil when nothing limits it.
+local function rate_now(key, max_rate, safety, now)
   local rate = nil
   if max_rate > 0 then rate = max_rate * safety end
-  if learned and max_rate > (tonumber(learned_max) or 0) then learned = nil end
-  if learned then
-    local grown = tonumber(learned) * (1 + RATE_GROWTH_PER_MIN * (now - tonumber(last429)) / 60)
-    if rate == nil or grown < rate then rate = grown end
-  end
+  local learned = learned_now(key, max_rate, safety, now)
+  if learned and (rate == nil or learned < rate) then rate = learned end
   return rate
 end
 

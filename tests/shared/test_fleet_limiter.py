@@ -180,7 +180,7 @@ def test_result_fetches_count_as_accepted_poll_calls_with_the_status_before_them
     assert world.store.redis.zcard(accepted) == 10
 
 
-def test_the_learned_rate_grows_back_two_percent_a_minute_while_answers_are_good(make_world):
+def test_without_a_configured_limit_the_learned_rate_grows_back_two_percent_a_minute(make_world):
     world = make_world()
     world.add(20)
     world.submit_dispatched()
@@ -324,3 +324,36 @@ def test_budgets_are_named_by_a_hash_of_the_api_key_never_the_key(make_world):
     assert keys and all(API_KEY not in key for key in keys)
     values = [str(v) for key in keys if key.endswith(":submit") for v in world.budget().values()]
     assert all(API_KEY not in value for value in values)
+
+
+def learned_before(world: World, learned_per_min: float, minutes_ago: float) -> None:
+    """A budget configured for 120/min that learned ``learned_per_min`` from a 429
+    ``minutes_ago``, its hold over."""
+    key = redis_keys.rate(world.limiter.fingerprint, "submit")
+    at = time.time() - minutes_ago * 60
+    world.store.redis.hset(key, mapping={"learned": learned_per_min, "last_429_at": at,
+                                         "learned_max": 120.0, "hold_until": at + 1})  # fmt: skip
+
+
+def test_with_a_configured_limit_stray_429s_cost_at_most_ten_minutes(make_world):
+    # Given 120/min configured, and 22 stray 429s (another client of the key) that took the
+    # rate from 117.6 down to 33.3 a minute
+    world = make_world(submit_rate_limit=120.0)
+    learned_before(world, 33.3, minutes_ago=10)
+    # When ten minutes of good answers have passed since the last one
+    world.add(1)
+    assert len(world.submit_dispatched()) == 1
+    # Then the fleet spends at the configured rate again
+    assert float(world.budget()["rate_per_min"]) == pytest.approx(120 * 0.98)
+
+
+def test_a_key_shared_with_a_busy_client_creeps_back_up_after_its_429(make_world):
+    # Given 120/min configured, and a 429 a minute ago that left the rate at the key's room
+    # beside another busy client (58.8 a minute)
+    world = make_world(submit_rate_limit=120.0)
+    learned_before(world, 58.8, minutes_ago=1)
+    # Then the rate is only about 2% higher, not 10% of the configured rate (which would be
+    # past the room within seconds of every 429)
+    world.add(1)
+    assert len(world.submit_dispatched()) == 1
+    assert float(world.budget()["rate_per_min"]) == pytest.approx(58.8 * 1.02, rel=0.01)
