@@ -16,8 +16,9 @@ from shared.errors import (
     StoreError,
     WaitTimeout,
 )
+from shared.fleet_state import FleetState, RateLimitState, Resumed
 from shared.job_model import Job, JobFailure, JobState
-from shared.job_store import BatchSummary, FleetState
+from shared.job_store import BatchSummary
 from shared.request_model import GenerationRequest
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "Producer",
+    "RateLimitState",
+    "Resumed",
     "SegqError",
     "StoreError",
     "WaitTimeout",

@@ -28,8 +28,9 @@ from producer.enqueueing import (
     single_job,
 )
 from producer.failures import FAILURES_SAMPLED, FailureReason, group_failures
+from shared.fleet_state import FleetState, Resumed
 from shared.job_model import Job, JobState
-from shared.job_store import BatchSummary, FleetState, JobStore, NewJob
+from shared.job_store import BatchSummary, JobStore, NewJob
 from shared.redis_connection import PRODUCER_POOL_CONNECTIONS, reconnects, redis_client
 from shared.settings import Settings, get_settings
 
@@ -154,8 +155,10 @@ class Producer:
         """Stops new submits fleet-wide until ``resume()``; running jobs finish."""
         self.store.pause_fleet(reason, manual=True)
 
-    def resume(self) -> None:
-        self.store.resume_fleet()
+    def resume(self) -> Resumed:
+        """Ends a pause (manual or automatic) and lifts the holds 429s put on the fleet's
+        budgets; the rates they taught stay. Returns what it ended."""
+        return self.store.resume_fleet()
 
     def fleet_state(self) -> FleetState:
         return self.store.fleet_state()

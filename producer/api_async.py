@@ -26,8 +26,9 @@ from producer.enqueueing import (
     single_job,
 )
 from producer.failures import FAILURES_SAMPLED, FailureReason, group_failures
+from shared.fleet_state import FleetState, Resumed
 from shared.job_model import Job, JobState
-from shared.job_store import BatchSummary, FleetState, NewJob
+from shared.job_store import BatchSummary, NewJob
 from shared.job_store_async import AsyncJobStore
 from shared.redis_connection import async_redis_client
 from shared.settings import Settings, get_settings
@@ -141,8 +142,8 @@ class AsyncProducer:
     async def pause(self, reason: str) -> None:
         await self.store.pause_fleet(reason)
 
-    async def resume(self) -> None:
-        await self.store.resume_fleet()
+    async def resume(self) -> Resumed:
+        return await self.store.resume_fleet()
 
     async def fleet_state(self) -> FleetState:
         return await self.store.fleet_state()

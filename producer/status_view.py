@@ -16,8 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from producer.failures import FailureReason
+from shared.fleet_state import FleetState, RateLimitState
 from shared.job_model import Job, JobState, iso_time
-from shared.job_store import BatchSummary, FleetState
+from shared.job_store import BatchSummary
 
 
 def batch_head_json(
@@ -43,7 +44,12 @@ def batch_head_json(
 
 def fleet_json(fleet: FleetState) -> dict[str, Any]:
     return {"paused": fleet.paused, "reason": fleet.reason, "since": iso_time(fleet.since),
-            "manual": fleet.manual}  # fmt: skip
+            "manual": fleet.manual,
+            "rate_limits": [rate_limit_json(state) for state in fleet.rate_limits]}  # fmt: skip
+
+
+def rate_limit_json(state: RateLimitState) -> dict[str, Any]:
+    return {**state.model_dump(), "hold_until": iso_time(state.hold_until)}
 
 
 def write_batch_json(head: dict[str, Any], jobs: Iterable[Job], out: TextIO) -> None:
@@ -93,6 +99,7 @@ def batch_view(
         parts.append(failures_table(reasons))
     if fleet.paused:
         parts.append(Text(pause_line(fleet, now), style="bold red"))
+    parts += [Text(line, style="yellow") for line in rate_limit_lines(fleet.rate_limits)]
     return Group(*parts)
 
 
@@ -113,6 +120,36 @@ def pause_line(fleet: FleetState, now: float) -> str:
         f" since {iso_time(fleet.since)} ({duration(now - fleet.since)} ago)" if fleet.since else ""
     )
     return f"fleet {kind}{since}: {fleet.reason or 'no reason given'}; segq resume to resume"
+
+
+CALLS = {"submit": "submits", "poll": "status and result calls"}
+
+
+def rate_limit_lines(states: list[RateLimitState]) -> list[str]:
+    """A line per hold and per learned rate in use, naming the API key (by its fingerprint)
+    only when budgets of several keys are listed."""
+    several_keys = len({state.account for state in states}) > 1
+    lines = []
+    for state in states:
+        head = f"key {state.account}: " if several_keys else ""
+        if state.hold_until is not None:
+            lines.append(f"{head}{hold_line(state)}; segq resume lifts it")
+        if state.learned_per_min is not None:
+            lines.append(head + learned_rate_line(state))
+    return lines
+
+
+def hold_line(state: RateLimitState) -> str:
+    return (f"{CALLS[state.kind]} on hold after a 429 until {iso_time(state.hold_until)} "
+            f"({duration(state.hold_left_s)} left)")  # fmt: skip
+
+
+def learned_rate_line(state: RateLimitState) -> str:
+    rate = f"{CALLS[state.kind]} at {state.learned_per_min:.1f}/min"
+    if state.configured_per_min is None:
+        return f"{rate}, learned from 429s (no limit configured)"
+    return (f"{rate}, lowered by 429s (configured {state.configured_per_min:g}/min); "
+            "it grows back while answers are good")  # fmt: skip
 
 
 def failures_table(reasons: list[FailureReason]) -> Table:

@@ -56,6 +56,7 @@ class FleetLimiter:
         keys = [
             redis_keys.rate(self.fingerprint, kind),
             redis_keys.rate_accepted(self.fingerprint, kind),
+            redis_keys.RATE_LIMITED,
         ]
         retry = -1 if retry_after_s is None else retry_after_s
         args = [retry, self.max_rate(kind), self.settings.rate_safety]

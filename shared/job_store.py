@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from shared import redis_keys
 from shared.errors import InputError, JobNotFound, StoreError
+from shared.fleet_state import FleetState, Resumed, decode_fleet_state, decode_resumed
 from shared.job_codec import compact_json, decode_job
 from shared.job_model import TERMINAL_STATES, Job, JobState
 from shared.lua_scripts import Scripts
@@ -103,25 +104,6 @@ class BatchSummary(BaseModel):
     def eta_s(self, now: float) -> float | None:
         rate = self.throughput_per_s(now)
         return (self.total - self.done) / rate if rate else None
-
-
-class FleetState(BaseModel):
-    """Whether the fleet submits: a pause (manual, or automatic: account trouble or an outage,
-    see ``shared/lua/fleet_pause.lua``) and why."""
-
-    paused: bool
-    reason: str | None = None
-    since: float | None = None
-    manual: bool = False
-
-
-def decode_fleet_state(fields: dict[str, str]) -> FleetState:
-    if not fields.get("paused"):
-        return FleetState(paused=False)
-    since = fields.get("since")
-    return FleetState(paused=True, reason=fields.get("reason"),
-                      since=float(since) if since else None,
-                      manual=fields.get("manual") == "1")  # fmt: skip
 
 
 class JobStore:
@@ -267,7 +249,10 @@ class JobStore:
 
     def fleet_state(self) -> FleetState:
         with store_errors():
-            return decode_fleet_state(self.redis.hgetall(redis_keys.FLEET))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(redis_keys.FLEET)
+            self.run_script("rate_limits", client=pipe)
+            return decode_fleet_state(*pipe.execute())
 
     def notification_targets(self, job_id: str) -> tuple[str | None, str | None]:
         """(callback task, webhook URL) to tell when the job ends: its own, else its batch's."""
@@ -292,9 +277,10 @@ class JobStore:
         with store_errors():
             self.run_script("pause", "pause", reason, "1" if manual else "0", probe_after_s)
 
-    def resume_fleet(self) -> None:
+    def resume_fleet(self) -> Resumed:
+        """Ends the pause and lifts the holds 429s put on the budgets; see ``Resumed``."""
         with store_errors():
-            self.run_script("pause", "resume", "", "0", 0)
+            return decode_resumed(self.run_script("pause", "resume", "", "0", 0))
 
 
 def add_jobs_args(

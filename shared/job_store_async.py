@@ -15,18 +15,17 @@ import redis.asyncio as aioredis
 
 from shared import redis_keys
 from shared.errors import InputError, JobNotFound
+from shared.fleet_state import FleetState, Resumed, decode_fleet_state, decode_resumed
 from shared.job_codec import compact_json
 from shared.job_model import Job, JobState
 from shared.job_store import (
     EVENTS_DRAINED,
     Added,
     BatchSummary,
-    FleetState,
     JobOptions,
     NewJob,
     add_jobs_args,
     batch_id_chunks,
-    decode_fleet_state,
     decode_job_reads,
     queue_job_reads,
     store_errors,
@@ -194,16 +193,19 @@ class AsyncJobStore:
 
     async def fleet_state(self) -> FleetState:
         with store_errors():
-            return decode_fleet_state(await self.redis.hgetall(redis_keys.FLEET))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(redis_keys.FLEET)
+            await self.run_script("rate_limits", client=pipe)
+            return decode_fleet_state(*await pipe.execute())
 
     async def pause_fleet(self, reason: str) -> None:
         """A manual pause, until ``resume_fleet`` (see ``JobStore.pause_fleet``)."""
         with store_errors():
             await self.run_script("pause", "pause", reason, "1", 60)
 
-    async def resume_fleet(self) -> None:
+    async def resume_fleet(self) -> Resumed:
         with store_errors():
-            await self.run_script("pause", "resume", "", "0", 0)
+            return decode_resumed(await self.run_script("pause", "resume", "", "0", 0))
 
     async def aclose(self) -> None:
         await self.redis.aclose()

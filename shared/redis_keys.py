@@ -37,6 +37,10 @@ segq:durations                      hash    7 days, renewed; how long jobs take 
                                             the last worker to share it estimated (workers)
 segq:rate:{fingerprint}:{kind}      hash    1 day, renewed; the fleet budget (rate.lua)
 segq:rate:{fingerprint}:{kind}:ok   zset    2 minutes; accepted calls of the last minute
+segq:rate_limited                   zset    1 day, renewed; budget key -> its last 429, written
+                                            by rate_limited.lua, so `segq status` and `segq
+                                            resume` find holds and learned rates without the
+                                            API key (a producer need not have it)
 
 ``fingerprint`` is ``Settings.api_key_fingerprint()`` (a hash), never the key itself;
 ``kind`` is ``submit`` or ``poll``.
@@ -44,7 +48,7 @@ segq:rate:{fingerprint}:{kind}:ok   zset    2 minutes; accepted calls of the las
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 PREFIX = "segq:"
 
@@ -63,6 +67,7 @@ STATS = PREFIX + "stats"
 METRICS = PREFIX + "metrics"
 FLEET = PREFIX + "fleet"
 DURATIONS = PREFIX + "durations"
+RATE_LIMITED = PREFIX + "rate_limited"
 
 SINGLE_JOBS_LANE = "_"
 """The bulk lane of jobs that belong to no batch."""
@@ -107,7 +112,7 @@ def script_layout(retention_s: int) -> list[str | int]:
     return [
         JOB_PREFIX, BATCH_PREFIX, BULK_LANE_PREFIX, EVENTS_PREFIX, INTERACTIVE_LANE, LANE_RING,
         DISPATCHED, DUE, INFLIGHT, STATS, FLEET, POLLING, NOTIFY, NOTIFY_LANES,
-        NOTIFY_LANE_PREFIX, retention_s,
+        NOTIFY_LANE_PREFIX, RATE_LIMITED, retention_s,
     ]  # fmt: skip
 
 
@@ -117,3 +122,9 @@ def rate(fingerprint: str, kind: RateKind) -> str:
 
 def rate_accepted(fingerprint: str, kind: RateKind) -> str:
     return f"{PREFIX}rate:{fingerprint}:{kind}:ok"
+
+
+def rate_owner(key: str) -> tuple[str, RateKind]:
+    """(fingerprint, kind) of a budget key built by ``rate``."""
+    fingerprint, _, kind = key.removeprefix(f"{PREFIX}rate:").rpartition(":")
+    return fingerprint, cast(RateKind, kind)

@@ -7,10 +7,10 @@ local K = {
   job = ARGV[1], batch = ARGV[2], bulk_lane = ARGV[3], events = ARGV[4],
   interactive = ARGV[5], ring = ARGV[6], dispatched = ARGV[7], due = ARGV[8],
   inflight = ARGV[9], stats = ARGV[10], fleet = ARGV[11], polling = ARGV[12],
-  notify = ARGV[13], notify_lanes = ARGV[14], notify_lane = ARGV[15],
+  notify = ARGV[13], notify_lanes = ARGV[14], notify_lane = ARGV[15], rate_limited = ARGV[16],
 }
-local RETENTION_S = tonumber(ARGV[16])
+local RETENTION_S = tonumber(ARGV[17])
 local A = {}
-for i = 17, #ARGV do A[#A + 1] = ARGV[i] end
+for i = 18, #ARGV do A[#A + 1] = ARGV[i] end
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) + tonumber(clock[2]) / 1e6

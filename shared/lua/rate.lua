@@ -6,9 +6,12 @@
 --   last_429_at  when that was; the learned rate grows back from then
 --   learned_max  the configured rate (0: none) it was learned under: a learned rate is
 --                forgotten once a higher one is configured (the account's plan was raised)
+--   safety       the SEGQ_RATE_SAFETY it was learned under, so status tells the rate the
+--                workers spend at from the producer's side (budget_report)
 --   rate_per_min the rate last used (for metrics and status)
 -- and the zset segq:rate:{fingerprint}:{kind}:ok of calls accepted in the last minute, which
--- the learning reads.
+-- the learning reads. The zset segq:rate_limited names every budget a 429 reached in the last
+-- day, for status and resume.
 
 -- While answers are good a learned rate grows back: by at least 2% of itself a minute, and
 -- with a configured rate by (minutes since the 429 / RECOVERY_MIN)^2 of the configured rate in
@@ -45,6 +48,21 @@ local function rate_now(key, max_rate, safety, now)
   local learned = learned_now(key, max_rate, safety, now)
   if learned and (rate == nil or learned < rate) then rate = learned end
   return rate
+end
+
+-- What a 429 left on a budget, as `segq status` shows it: {key, hold_until, hold_left_s,
+-- learned rate in use, configured rate}, '' for each that does not apply. The learned rate is
+-- given only while it is below the configured rate in use (or nothing is configured).
+local function budget_report(key, now)
+  local hold, configured, safety = unpack(redis.call('HMGET', key, 'hold_until', 'learned_max',
+    'safety'))
+  hold, configured, safety = tonumber(hold) or 0, tonumber(configured) or 0, tonumber(safety) or 1
+  local learned = learned_now(key, configured, safety, now)
+  if learned and configured > 0 and learned >= configured * safety then learned = nil end
+  local report = {key, '', '', learned and tostring(learned) or '', ''}
+  if hold > now then report[2], report[3] = tostring(hold), tostring(hold - now) end
+  if configured > 0 then report[5] = tostring(configured) end
+  return report
 end
 
 -- When the next slot opens (<= now means one is open now).

@@ -17,7 +17,8 @@
 -- limit allows in a minute, teaches nothing (another client of the key spent the window): it
 -- only holds. Nor is a rate learned from scratch ever below that limit; from 1 a minute, the
 -- 2%-a-minute growth took hours to give a starved fleet back its account's rate.
--- KEYS: rate hash, accepted zset. ARGV: retry_after_s (-1: not named), max_rate (0: none), safety
+-- KEYS: rate hash, accepted zset, segq:rate_limited. ARGV: retry_after_s (-1: not named),
+--       max_rate (0: none), safety
 redis.replicate_commands()
 local DEFAULT_HOLD_S = 2
 -- A named window already over (a reset time in the past, Retry-After: 0) still holds this long:
@@ -59,8 +60,11 @@ local fields = {'hold_until', hold}
 if learned then
   learned = math.max(1, learned)
   fields = {'hold_until', hold, 'learned', learned, 'last_429_at', now, 'rate_per_min', learned,
-    'learned_max', max_rate}
+    'learned_max', max_rate, 'safety', safety}
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], 86400)
+redis.call('ZADD', KEYS[3], now, KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 86400)
+redis.call('EXPIRE', KEYS[3], 86400)
 return tostring(hold - now)

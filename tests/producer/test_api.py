@@ -74,7 +74,7 @@ def test_the_public_api_is_exactly_what_all_names():
         "AsyncJobHandle", "AsyncProducer", "BatchLine", "BatchReceipt", "BatchSummary",
         "ConfigurationError", "FailureReason", "FleetState", "GenerationRequest", "InputError",
         "Job", "JobFailure", "JobHandle", "JobNotCompleted", "JobNotFound", "JobState",
-        "Producer", "SegqError", "StoreError", "WaitTimeout",
+        "Producer", "RateLimitState", "Resumed", "SegqError", "StoreError", "WaitTimeout",
     ]  # fmt: skip
     assert all(hasattr(producer, name) for name in producer.__all__)
 

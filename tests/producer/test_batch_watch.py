@@ -17,8 +17,8 @@ from producer.batch_watch import FleetPauseNotice, watch
 from producer.output_download import OutputDownloader
 from producer.progress_view import ProgressView, WaitProgress
 from shared.errors import StoreError
+from shared.fleet_state import FleetState
 from shared.job_model import Job, JobState
-from shared.job_store import FleetState
 
 AWAY = StoreError("Redis did not answer: Timeout reading from socket")
 

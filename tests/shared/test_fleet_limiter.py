@@ -357,3 +357,56 @@ def test_a_key_shared_with_a_busy_client_creeps_back_up_after_its_429(make_world
     world.add(1)
     assert len(world.submit_dispatched()) == 1
     assert float(world.budget()["rate_per_min"]) == pytest.approx(58.8 * 1.02, rel=0.01)
+
+
+def test_resume_lifts_a_429s_hold_and_keeps_the_rate_it_taught(make_world):
+    # Given 30 submits accepted, then a 429 naming a window a day long
+    world = make_world()
+    world.add(30)
+    world.submit_dispatched()
+    world.limiter.rate_limited("submit", 86_400.0)
+    learned = float(world.budget()["learned"])
+    [waiting] = world.add(1, prefix="waiting")
+    assert world.queue.dispatch().submits == []
+    # When the fleet is resumed
+    resumed = world.store.resume_fleet()
+    # Then the hold is lifted and said so, the job is handed out, and the learned rate stays
+    assert not resumed.was_paused
+    [lifted] = resumed.holds_lifted
+    assert (lifted.kind, lifted.account) == ("submit", world.limiter.fingerprint)
+    assert lifted.hold_left_s == pytest.approx(86_400, abs=5)
+    assert world.queue.dispatch().submits == [waiting]
+    assert float(world.budget()["rate_per_min"]) == pytest.approx(learned, rel=0.01)
+    assert world.store.resume_fleet().holds_lifted == []
+
+
+def test_resume_brings_the_polls_a_hold_turned_away_forward(make_world):
+    # Given a job whose poll was turned away by a poll budget's hold of an hour
+    world = make_world()
+    [job_id] = world.submit_dispatched_due_now()
+    [(_, token)] = world.queue.dispatch().polls
+    world.limiter.rate_limited("poll", 3600.0)
+    assert isinstance(world.queue.begin_poll(job_id, token), PollHold)
+    # When the fleet is resumed, the job is polled at once rather than in an hour
+    [lifted] = world.store.resume_fleet().holds_lifted
+    assert lifted.kind == "poll"
+    assert [polled for polled, _ in world.queue.dispatch().polls] == [job_id]
+
+
+def test_the_fleet_state_shows_holds_and_lowered_rates_without_the_api_key(make_world):
+    # Given a 429 on a fleet configured for 120/min, read by a producer that has no API key
+    world = make_world(submit_rate_limit=120.0)
+    world.add(1)
+    world.submit_dispatched()
+    world.limiter.rate_limited("submit", 30.0)
+    producer_side = JobStore(world.store.redis, retention_s=3600)
+    # Then it sees the hold and the learned rate in use, below the configured rate
+    [state] = producer_side.fleet_state().rate_limits
+    assert (state.kind, state.account) == ("submit", world.limiter.fingerprint)
+    assert state.hold_left_s == pytest.approx(30, abs=1)
+    assert state.hold_until == pytest.approx(time.time() + 30, abs=1)
+    assert state.learned_per_min == pytest.approx(float(world.budget()["learned"]), rel=0.01)
+    assert state.configured_per_min == 120.0
+    # And once the rate has grown back to the configured one, nothing is left to show
+    learned_before(world, 33.3, minutes_ago=10)
+    assert producer_side.fleet_state().rate_limits == []
