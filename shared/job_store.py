@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -194,20 +195,20 @@ class JobStore:
     def retry_job(self, job_id: str) -> bool:
         """Brings a failed job back (see ``retry_job.lua``); False if it had not failed."""
         with store_errors():
-            return bool(self.run_script("retry_job", job_id))
+            return bool(self.run_script("retry_job", call_token(), job_id))
 
     def retry_batch(self, batch_id: str) -> int:
         """Brings back every failed job of the batch; returns how many."""
         summary = self.get_batch(batch_id)
         if summary.cancelled_at is not None:
             raise InputError(f"batch {batch_id} was cancelled; nothing of it runs again")
-        retried = 0
+        retried, token = 0, call_token()
         with store_errors():
             failed = list(self.redis.sscan_iter(redis_keys.batch_failed(batch_id), count=1000))
             for start in range(0, len(failed), READ_CHUNK):
                 pipe = self.redis.pipeline(transaction=False)
                 for job_id in failed[start : start + READ_CHUNK]:
-                    self.run_script("retry_job", job_id, client=pipe)
+                    self.run_script("retry_job", token, job_id, client=pipe)
                 retried += sum(1 for state in pipe.execute() if state)
         return retried
 
@@ -288,6 +289,7 @@ def add_jobs_args(
 ) -> Iterator[list[object]]:
     """Arguments of the add_jobs script calls that create ``jobs``, a chunk per call."""
     head = [
+        call_token(),
         batch_id or "",
         options.priority,
         options.callback_task or "",
@@ -298,6 +300,12 @@ def add_jobs_args(
         for job in jobs[start : start + SCRIPT_CHUNK]:
             triples += [job.job_id, job.line or "", compact_json(job.params)]
         yield head + triples
+
+
+def call_token() -> str:
+    """Names one producer call in the scripts that remember their reply (``segq:reply:``), so
+    a call redis-py sends again after a lost reply is answered as its first run was."""
+    return uuid.uuid4().hex
 
 
 def queue_job_reads(pipe: Any, job_ids: Sequence[str]) -> None:

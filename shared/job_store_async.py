@@ -26,6 +26,7 @@ from shared.job_store import (
     NewJob,
     add_jobs_args,
     batch_id_chunks,
+    call_token,
     decode_job_reads,
     queue_job_reads,
     store_errors,
@@ -148,7 +149,7 @@ class AsyncJobStore:
 
     async def retry_job(self, job_id: str) -> bool:
         with store_errors():
-            return bool(await self.run_script("retry_job", job_id))
+            return bool(await self.run_script("retry_job", call_token(), job_id))
 
     async def retry_batch(self, batch_id: str) -> int:
         summary = await self.get_batch(batch_id)
@@ -157,9 +158,9 @@ class AsyncJobStore:
         with store_errors():
             failed_key = redis_keys.batch_failed(batch_id)
             failed = [job_id async for job_id in self.redis.sscan_iter(failed_key, count=1000)]
-            pipe = self.redis.pipeline(transaction=False)
+            pipe, token = self.redis.pipeline(transaction=False), call_token()
             for job_id in failed:
-                await self.run_script("retry_job", job_id, client=pipe)
+                await self.run_script("retry_job", token, job_id, client=pipe)
             return sum(1 for state in await pipe.execute() if state)
 
     async def failed_job_ids(self, batch_id: str, limit: int) -> list[str]:

@@ -28,6 +28,12 @@ segq:notify:lanes                   set     none; cancelled batches whose queued
                                             to be told (cancel_batch adds, dispatcher drains)
 segq:notify:lane:{batch_id}         list    retention; those jobs: the batch's bulk lane,
                                             renamed when the batch was cancelled
+segq:reply:{token}                  hash    1 minute, or the retention if shorter (job.lua's
+                                            REPLY_KEPT_S); what a producer's
+                                            call changed, a field per script call (add_jobs,
+                                            retry_job), so a call that Redis ran but whose
+                                            reply a broken connection lost is answered the
+                                            same when redis-py sends it again (RECONNECTS)
 segq:events:{job_id}                pubsub  -; the job's end, published by the ending script;
                                             a batch's waiters match segq:events:{batch_id}.*
 segq:stats                          hash    none; jobs per state, fleet-wide (job scripts)
@@ -78,6 +84,7 @@ BATCH_PREFIX = PREFIX + "batch:"
 BULK_LANE_PREFIX = PREFIX + "lane:bulk:"
 EVENTS_PREFIX = PREFIX + "events:"
 NOTIFY_LANE_PREFIX = PREFIX + "notify:lane:"
+REPLY_PREFIX = PREFIX + "reply:"
 
 
 def job(job_id: str) -> str:
@@ -112,7 +119,7 @@ def script_layout(retention_s: int) -> list[str | int]:
     return [
         JOB_PREFIX, BATCH_PREFIX, BULK_LANE_PREFIX, EVENTS_PREFIX, INTERACTIVE_LANE, LANE_RING,
         DISPATCHED, DUE, INFLIGHT, STATS, FLEET, POLLING, NOTIFY, NOTIFY_LANES,
-        NOTIFY_LANE_PREFIX, RATE_LIMITED, retention_s,
+        NOTIFY_LANE_PREFIX, RATE_LIMITED, REPLY_PREFIX, retention_s,
     ]  # fmt: skip
 
 

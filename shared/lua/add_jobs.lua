@@ -3,11 +3,14 @@
 -- Adds the jobs that do not exist yet; an existing id is left alone (that is the idempotency).
 -- A batch's lines that made a job are marked in its lines bitmap, which lives as long as the
 -- batch: a line whose record expired while its batch goes on is not made (and paid for) again.
--- A: batch_id|'', priority, callback_task|'', webhook_url|'', then (job_id, line|'', params) x n
+-- A: token (names the producer's call, see replayed), batch_id|'', priority, callback_task|'',
+-- webhook_url|'', then (job_id, line|'', params) x n.
 -- Returns per job: 1 created, 0 existed with these params, 2 existed with other params (for
 -- a job of no batch, also with another callback, webhook or priority: a batch's options are
 -- the batch's, checked as it opens).
-local batch_id, priority = A[1], A[2]
+local token, batch_id, priority, task, hook = A[1], A[2], A[3], A[4], A[5]
+local again = replayed(token, A[6])
+if again then return again end
 local lane = lane_of(batch_id ~= '' and batch_id or nil, priority)
 local lines = batch_id ~= '' and K.batch .. batch_id .. ':lines' or nil
 local MAX_MARKED_LINE = 16777216  -- a 2 MB bitmap at most; lines past it are not marked
@@ -15,7 +18,7 @@ local function marked(line)
   return line ~= '' and tonumber(line) <= MAX_MARKED_LINE
 end
 local created, n, max_line = {}, 0, 0
-for i = 5, #A, 3 do
+for i = 6, #A, 3 do
   local job_id, line, params = A[i], A[i + 1], A[i + 2]
   local key = K.job .. job_id
   local exists = redis.call('EXISTS', key) == 1
@@ -24,9 +27,9 @@ for i = 5, #A, 3 do
   elseif exists then
     local same = redis.call('HGET', key, 'params') == params
     if same and batch_id == '' then
-      local task, hook, held = unpack(redis.call('HMGET', key, 'callback_task', 'webhook_url',
-        'priority'))
-      same = (task or '') == A[3] and (hook or '') == A[4] and (held or 'bulk') == priority
+      local had_task, had_hook, held = unpack(redis.call('HMGET', key, 'callback_task',
+        'webhook_url', 'priority'))
+      same = (had_task or '') == task and (had_hook or '') == hook and (held or 'bulk') == priority
     end
     created[#created + 1] = same and 0 or 2
   else
@@ -35,8 +38,8 @@ for i = 5, #A, 3 do
       table.insert(fields, 'batch_id'); table.insert(fields, batch_id)
       table.insert(fields, 'line'); table.insert(fields, line)
     else
-      if A[3] ~= '' then table.insert(fields, 'callback_task'); table.insert(fields, A[3]) end
-      if A[4] ~= '' then table.insert(fields, 'webhook_url'); table.insert(fields, A[4]) end
+      if task ~= '' then table.insert(fields, 'callback_task'); table.insert(fields, task) end
+      if hook ~= '' then table.insert(fields, 'webhook_url'); table.insert(fields, hook) end
     end
     if priority == 'interactive' then
       table.insert(fields, 'priority'); table.insert(fields, priority)
@@ -61,5 +64,6 @@ if n > 0 then
     end
   end
   ring_add(lane)
+  keep_reply(token, A[6], created)
 end
 return created

@@ -4,6 +4,28 @@
 --   * segq:stats and the batch hash count every job once, under its current state
 local TERMINAL = {completed = true, failed = true, cancelled = true}
 
+-- How long a producer's call is remembered (segq:reply:{token}): far longer than redis-py's
+-- RECONNECTS take to send a call again, short enough that the replies of a burst of enqueues
+-- cost little memory; never longer than the retention, as they name jobs.
+local REPLY_KEPT_S = math.min(60, RETENTION_S)
+
+-- The reply this part of a producer's call (a script call: its first job id) got when Redis
+-- ran it before, or nil. A call whose reply a broken connection lost is sent again as it was
+-- (RECONNECTS), token included; run a second time it would find its own work done and report
+-- the jobs it created as existing, the job it retried as not failed.
+local function replayed(token, part)
+  local kept = redis.call('HGET', K.reply .. token, part)
+  return kept and cjson.decode(kept)
+end
+
+-- Remembers what a call changed; one that changed nothing needs no memory, as a second run
+-- answers the same.
+local function keep_reply(token, part, reply)
+  local key = K.reply .. token
+  redis.call('HSET', key, part, cjson.encode(reply))
+  redis.call('EXPIRE', key, REPLY_KEPT_S)
+end
+
 -- Makes a key live at least ttl_s more (never shortens it: another job of the batch may
 -- have asked for longer).
 local function extend_ttl(key, ttl_s)

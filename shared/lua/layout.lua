@@ -8,9 +8,10 @@ local K = {
   interactive = ARGV[5], ring = ARGV[6], dispatched = ARGV[7], due = ARGV[8],
   inflight = ARGV[9], stats = ARGV[10], fleet = ARGV[11], polling = ARGV[12],
   notify = ARGV[13], notify_lanes = ARGV[14], notify_lane = ARGV[15], rate_limited = ARGV[16],
+  reply = ARGV[17],
 }
-local RETENTION_S = tonumber(ARGV[17])
+local RETENTION_S = tonumber(ARGV[18])
 local A = {}
-for i = 18, #ARGV do A[#A + 1] = ARGV[i] end
+for i = 19, #ARGV do A[#A + 1] = ARGV[i] end
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) + tonumber(clock[2]) / 1e6

@@ -3,9 +3,11 @@
 -- Brings a failed job back. One that Segmind still knows (it gave up while polling) resumes
 -- polling its request id, so it is not paid for twice; any other is queued again at the back
 -- of its lane.
--- A: job_id
+-- A: token (names the producer's call, see replayed), job_id
 -- Returns the job's new state, or '' if it was not failed.
-local job_id = A[1]
+local token, job_id = A[1], A[2]
+local again = replayed(token, job_id)
+if again then return again end
 local key = K.job .. job_id
 local state, request_id, error_json, batch_id, priority =
   unpack(redis.call('HMGET', key, 'state', 'request_id', 'error', 'batch_id', 'priority'))
@@ -32,4 +34,5 @@ if batch_id then
   redis.call('HINCRBY', bk, 'fail:' .. kind, -1)
   redis.call('HDEL', bk, 'finished_at')
 end
+keep_reply(token, job_id, new_state)
 return new_state

@@ -22,6 +22,7 @@ from shared.dispatch_queue import DispatchQueue
 from shared.job_codec import compact_json
 from shared.settings import load_settings
 from tests.support.fleet import segq_env
+from tests.support.lost_replies import ReplyLoss
 from tests.support.segq_cli import run_segq
 
 WAKE_S = 5.0
@@ -505,3 +506,45 @@ def test_retry_says_how_many_failed_jobs_are_past_their_retention(sync_producer,
     assert done.returncode == 0, done.stderr
     assert "old: 1 failed job queued again" in done.stderr
     assert "1 more failed, but their records are past their retention" in done.stderr
+
+
+def test_calls_whose_reply_was_lost_report_what_they_did(settings):
+    """Redis ran the script, the connection broke before its reply arrived, and redis-py sent
+    the call again (RECONNECTS): the answer is the first run's, not "it was there already"."""
+    loss = ReplyLoss()
+    with Producer(settings=settings) as made:
+        loss.lose_on(made.store.redis)
+        made.retry("warm-up")  # loads the scripts: their first run's replies are not lost
+        loss.arm()
+        job = made.enqueue({"prompt": "a fox"}, idempotency_key="order-1")
+        loss.arm()
+        loss.arm()  # the batch's opening, then its jobs
+        receipt = made.enqueue_many([{"prompt": "a"}, {"prompt": "b"}], batch_id="lost")
+        fail(made, job.job_id)
+        loss.arm()
+        retried = made.retry(job.job_id)
+        fail(made, "lost.1")
+        fail(made, "lost.2")
+        loss.arm()
+        retried_in_batch = made.retry_batch("lost")
+        assert loss.armed == 0  # every reply above was lost once
+        again = made.enqueue({"prompt": "a fox"}, idempotency_key="order-1")
+    assert (job.created, receipt.created, retried, retried_in_batch) == (True, 2, True, 2)
+    assert again.created is False  # a call of its own: no answer of another call is replayed
+
+
+def test_async_calls_whose_reply_was_lost_report_what_they_did(settings, sync_producer):
+    loss = ReplyLoss()
+
+    async def scenario() -> tuple[object, ...]:
+        async with AsyncProducer(settings=settings) as made:
+            loss.lose_on(made.store.redis)
+            await made.retry("warm-up")
+            loss.arm()
+            job = await made.enqueue({"prompt": "a fox"})
+            fail(sync_producer, job.job_id)
+            loss.arm()
+            retried = await made.retry(job.job_id)
+            return job.created, retried, loss.armed
+
+    assert asyncio.run(scenario()) == (True, True, 0)
