@@ -110,19 +110,27 @@ def _server_now(date: str | None, now: float) -> float:
 
 
 def _http_date(value: str) -> datetime | None:
+    """The moment an HTTP date names, or None. ``email.utils`` gives a date without its zone
+    when it does not know the zone's name (CET, JST, UTC+1): read as UTC, such a date would
+    be hours off, so it is unusable and the next header (or the default hold) decides. A date
+    without a zone is UTC only in the forms that mean it: asctime (RFC 9110's third form,
+    ending in the year) and ``-0000``."""
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo:
+        return moment
+    last = value.split()[-1]
+    return moment.replace(tzinfo=UTC) if last.isdigit() or last == "-0000" else None
 
 
 def _read_reset_at(value: str, now: float) -> float | None:
-    """ISO 8601 (``2025-06-15T15:06:50Z``, or with a space and a trailing ``UTC``), an HTTP
-    date, or an epoch number: Segmind's exact format is not documented."""
+    """ISO 8601 (``2025-06-15T15:06:50Z``, or with a space and a trailing ``UTC``, in either
+    case), an HTTP date, or an epoch number: Segmind's exact format is not documented."""
     if _number(value) is not None:
         return _read_ratelimit_reset(value, now)
-    iso = value.removesuffix("UTC").removesuffix("GMT").strip()
+    iso = value.upper().removesuffix("UTC").removesuffix("GMT").strip()
     try:
         moment = datetime.fromisoformat(iso)
     except ValueError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from hypothesis import HealthCheck, given, settings
@@ -32,7 +33,12 @@ from shared.upstream_answers import (
     parse_result,
     parse_status,
 )
-from shared.upstream_timing import MAX_RETRY_AFTER_S, retry_after_s
+from shared.upstream_timing import (
+    DELTA_MARGIN_S,
+    MAX_RETRY_AFTER_S,
+    WHOLE_SECOND_MARGIN_S,
+    retry_after_s,
+)
 
 BOUNDED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 API_KEY = "SG_property_key_0123456789"
@@ -103,6 +109,65 @@ def test_a_running_status_with_any_metrics_is_an_answer(status, metrics):
 def test_any_429_header_value_gives_a_bounded_window_or_none(name, value, now):
     wait_s = retry_after_s({name: value}, now)
     assert wait_s is None or 0.0 <= wait_s <= MAX_RETRY_AFTER_S
+
+
+NOW_S = 1_750_000_000.0
+moments = st.integers(0, 3600).map(lambda s: datetime.fromtimestamp(NOW_S + s, UTC))
+KNOWN_ZONES = {"UT": 0, "UTC": 0, "GMT": 0, "Z": 0, "AST": -4, "ADT": -3, "EST": -5, "EDT": -4,
+               "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7}  # fmt: skip
+"""The zone names ``email.utils`` knows, and their offsets in hours."""
+FALLBACK = {"X-RateLimit-Reset": "7"}
+FALLBACK_WAIT_S = 7 + DELTA_MARGIN_S
+
+
+def http_date(moment: datetime, zone: str, offset_h: int) -> str:
+    return (moment + timedelta(hours=offset_h)).strftime("%a, %d %b %Y %H:%M:%S ") + zone
+
+
+def any_case(draw: st.DrawFn, text: str) -> str:
+    return "".join(c.upper() if draw(st.booleans()) else c.lower() for c in text)
+
+
+@st.composite
+def iso_utc_spellings(draw: st.DrawFn, moment: datetime) -> str:
+    """``moment`` in ISO 8601 as a header may spell it: T or space, Z or UTC, any case."""
+    sep, zone = draw(st.sampled_from([("T", "Z"), ("T", "+00:00"), (" ", " UTC"), ("T", "")]))
+    return any_case(draw, moment.replace(tzinfo=None).isoformat(sep) + zone)
+
+
+@BOUNDED
+@given(data=st.data(), moment=moments)
+def test_an_iso_reset_time_means_the_same_in_any_letter_case(data, moment):
+    value = data.draw(iso_utc_spellings(moment))
+    wait_s = retry_after_s({"x-rate-limit-reset-at-utc": value}, NOW_S)
+    assert wait_s == moment.timestamp() - NOW_S + WHOLE_SECOND_MARGIN_S
+
+
+@BOUNDED
+@given(moment=moments, zone=st.sampled_from(sorted(KNOWN_ZONES)))
+def test_an_http_date_in_a_zone_email_utils_knows_names_the_same_moment(moment, zone):
+    value = http_date(moment, zone, KNOWN_ZONES[zone])
+    for name in ("Retry-After", "x-rate-limit-reset-at-utc"):
+        wait_s = retry_after_s({name: value, **FALLBACK}, NOW_S)
+        assert wait_s == moment.timestamp() - NOW_S + WHOLE_SECOND_MARGIN_S
+
+
+@BOUNDED
+@given(
+    moment=moments,
+    zone=st.text(st.characters(min_codepoint=65, max_codepoint=90), min_size=1, max_size=5).filter(
+        lambda z: z not in KNOWN_ZONES
+    )
+    | st.sampled_from(["CET", "JST", "IST", "BST", "UTC+1", "GMT+9"]),
+    offset_h=st.integers(-12, 14),
+)
+def test_an_http_date_in_a_zone_email_utils_does_not_know_is_unusable(moment, zone, offset_h):
+    """Read as UTC it would be hours off: the next header (or the default hold) decides."""
+    value = http_date(moment, zone, offset_h)
+    for name in ("Retry-After", "x-rate-limit-reset-at-utc"):
+        assert retry_after_s({name: value, **FALLBACK}, NOW_S) == FALLBACK_WAIT_S
+    server_date = {"Date": value, "Retry-After": http_date(moment, "GMT", 0)}
+    assert retry_after_s(server_date, NOW_S) == moment.timestamp() - NOW_S + WHOLE_SECOND_MARGIN_S
 
 
 @BOUNDED

@@ -78,6 +78,8 @@ def test_backoff_jitter_spreads_over_the_whole_window():
         ({"x-rate-limit-reset-at-utc": "2026-11-24T13:00:05+01:00"}, 5 + WHOLE_SECOND_MARGIN_S),
         ({"x-rate-limit-reset-at-utc": "2026-11-24 12:00:05 UTC"}, 5 + WHOLE_SECOND_MARGIN_S),
         ({"x-rate-limit-reset-at-utc": "Tue, 24 Nov 2026 12:00:05 GMT"}, 5 + WHOLE_SECOND_MARGIN_S),
+        ({"Retry-After": "Tue Nov 24 12:00:05 2026"}, 5 + WHOLE_SECOND_MARGIN_S),  # asctime: GMT
+        ({"Retry-After": "Tue, 24 Nov 2026 12:00:05 -0000"}, 5 + WHOLE_SECOND_MARGIN_S),
         ({"X-RateLimit-Reset": str(int(NOW) + 12)}, 12 + WHOLE_SECOND_MARGIN_S),
         ({"X-RateLimit-Reset": str(int(NOW * 1000) + 2500)}, 2.5 + FRACTION_MARGIN_S),
         ({"X-RateLimit-Reset": "20"}, 20 + DELTA_MARGIN_S),
