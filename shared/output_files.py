@@ -13,6 +13,7 @@ Files are written to ``<name>.<pid>-<thread>.part`` and renamed into place, so a
 final name is always whole (a crash leaves only a ``.part`` behind), also when two writers save
 the same name at once (a poll republished after its lease ran out while the first one was still
 downloading, or ``segq wait --download`` next to such a worker): each renames its own whole file.
+A ``.part`` a killed writer left is removed by a later writer once it is ``STALE_PART_S`` old.
 
 URL outputs are fetched with ``SegmindClient.download``, which never sends the API key (the
 URLs point at Segmind's CDN, or the sandbox's media) and follows redirects. Segmind's URLs
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,13 @@ from shared.upstream_answers import is_image
 LINE_DIGITS = 6
 """Zero-padding of the line in a name: listings sort in line order up to 999,999 lines."""
 URL_EXPIRY_NOTE = "Segmind's result URLs expire an hour after each job ends"
+STALE_PART_S = 3600.0
+"""A ``.part`` file untouched this long is a dead writer's: a live one writes its image in one
+call, in seconds at most. Also how often a process looks for them in a directory it writes to
+(one listing of the directory, so not on every write)."""
+
+_parts_swept_at: dict[Path, float] = {}
+"""When this process last removed stale ``.part`` files from each directory it writes to."""
 
 Fetch = Callable[[str], bytes]
 """The bytes of an output URL, or an ``UpstreamError`` (``SegmindClient.download``)."""
@@ -87,15 +96,30 @@ def write_file(directory: Path, name: str, content: bytes) -> Path:
     """Writes ``directory/name`` whole or not at all (see the module docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = (directory / name).resolve()
+    remove_stale_parts(path.parent, time.time())
     partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
     try:
         partial.write_bytes(content)
         partial.replace(path)
-    except OSError:
-        with contextlib.suppress(OSError):  # a full disk keeps no half image either
+    except BaseException:  # a full disk, a task's time limit: no half image is kept
+        with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_parts(directory: Path, now: float) -> None:
+    """Removes the ``.part`` files of writers killed mid-write (nothing else ever would: each
+    writer's part has a name of its own), at most once per ``STALE_PART_S`` per directory."""
+    if now - _parts_swept_at.get(directory, -STALE_PART_S) < STALE_PART_S:
+        return
+    _parts_swept_at[directory] = now
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.endswith(".part") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                    if now - entry.stat(follow_symlinks=False).st_mtime > STALE_PART_S:
+                        os.unlink(entry.path)
 
 
 def save_output(directory: Path, name: str, output: str, fetch: Fetch) -> SavedOutputs:

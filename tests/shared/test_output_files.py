@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import pytest
 
@@ -129,3 +131,20 @@ def test_a_directory_that_cannot_take_the_file_is_a_failure_of_that_image(tmp_pa
     assert not saved.written
     [failure] = saved.failures
     assert failure.startswith(f"000004-b.4.jpg: cannot write it into {not_a_directory} (")
+
+
+def test_a_killed_writers_part_is_removed_once_stale_and_a_live_writers_is_kept(tmp_path):
+    # Given the .part files of a writer killed mid-write a day ago, and of one writing now
+    stale = tmp_path / "000001-b.1.jpg.4242-1.part"
+    live = tmp_path / "000002-b.2.jpg.4343-1.part"
+    old_image = tmp_path / "000003-b.3.jpg"
+    for path in (stale, live, old_image):
+        path.write_bytes(b"bytes")
+    long_ago = time.time() - 86_400
+    os.utime(stale, (long_ago, long_ago))
+    os.utime(old_image, (long_ago, long_ago))
+    # When another image is written into the directory
+    write_file(tmp_path, "000004-b.4.jpg", JPEG)
+    # Then only the stale part is gone
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["000002-b.2.jpg.4343-1.part", "000003-b.3.jpg", "000004-b.4.jpg"]
