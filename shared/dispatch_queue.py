@@ -19,6 +19,9 @@ from shared.job_model import JobFailure, JobState
 from shared.job_store import JobStore, store_errors
 from shared.settings import Settings
 
+REPAIR_CHUNK = 1000
+"""In-flight jobs one ``repair_due`` script call looks at: about a millisecond of Redis."""
+
 
 @dataclass(frozen=True)
 class DispatchPlan:
@@ -280,6 +283,19 @@ class DispatchQueue:
         with store_errors():
             seconds, micros = self.store.redis.time()  # the fleet's one clock, as in the scripts
             self.store.redis.zadd(redis_keys.NOTIFY, {job_id: seconds + micros / 1e6 + delay_s})
+
+    def repair_due(self, per_call: int = REPAIR_CHUNK) -> int:
+        """Makes due now every in-flight job that lost its next poll (``repair_due.lua``), a
+        chunk of ``segq:inflight`` per script call; returns how many."""
+        made_due, start = 0, 0
+        with store_errors():
+            calls = self.store.redis.zcard(redis_keys.INFLIGHT) // per_call + 2
+            for _ in range(calls):  # the set may grow under the pass: the next pass sees the rest
+                start, repaired = self.store.run_script("repair_due", start, per_call)
+                made_due += repaired
+                if start == 0:
+                    break
+        return made_due
 
     def pause_fleet(self, reason: str) -> None:
         """An automatic pause: probed every ``account_pause_seconds``, ended by a good submit."""

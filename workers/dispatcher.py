@@ -4,7 +4,9 @@ Each step is one script call (``DispatchQueue.dispatch``) that decides, atomical
 whole fleet, which submits the budget allows and which polls are due; the thread publishes
 them and sleeps until the next step is worth taking (the next due poll, the next budget slot)
 or ``dispatch_idle_s`` at most, so an interactive job waits a fraction of a second. Several
-dispatchers (one per worker) are safe: the script hands each job to one of them.
+dispatchers (one per worker) are safe: the script hands each job to one of them. As it starts,
+and every ``REPAIR_EVERY_S`` after, it also gives back the next poll of in-flight jobs that
+lost it (``DispatchQueue.repair_due``), off the step's path.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ log = logging.getLogger("segq.dispatcher")
 
 MAX_ITEMS_PER_STEP = 64
 STORE_ERROR_PAUSE_S = 1.0
+REPAIR_EVERY_S = 300.0
+"""How often a dispatcher looks for in-flight jobs without a next poll: only a Redis that
+evicted (or lost) ``segq:due`` leaves any, and then no step would poll them again."""
 
 
 class Dispatcher:
@@ -56,9 +61,21 @@ class Dispatcher:
             return 0.0
         return min(plan.wake_in_s, self.idle_s)
 
+    def repair(self) -> None:
+        if made_due := self.queue.repair_due():
+            log.warning(
+                "dispatcher: %d in-flight jobs had lost their next poll (segq:due was evicted "
+                "or deleted; the job store's Redis needs maxmemory-policy noeviction); they are "
+                "polled now", made_due,
+            )  # fmt: skip
+
     def _run(self) -> None:
+        repair_at = 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() >= repair_at:
+                    repair_at = time.monotonic() + REPAIR_EVERY_S
+                    self.repair()
                 wait_s = self.step()
                 self.last_step_at = time.time()
             except StoreError as exc:

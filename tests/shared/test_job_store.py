@@ -304,6 +304,25 @@ def test_retry_resubmits_rejected_jobs_and_repolls_exhausted_ones(make_world):
     assert store.get_batch("b").failures_by_kind == {}
 
 
+def test_in_flight_jobs_that_lost_their_next_poll_are_made_due_again(make_world):
+    # Given five jobs accepted upstream: one whose poll task waits in the broker, one whose
+    # record is gone, and then segq:due evicted
+    store, queue = make_world()
+    add_batch(store, "b", 5)
+    submit_all(queue)
+    [(in_broker, _)] = queue.dispatch(max_items=1).polls
+    store.redis.delete(redis_keys.job("b.5"), redis_keys.DUE)
+    assert queue.dispatch().polls == []  # stranded: nothing would ever poll them again
+    # When the in-flight set is repaired, two entries per script call
+    assert queue.repair_due(per_call=2) == 3
+    # Then the three that lost their poll are polled, the gone one leaves segq:inflight, and
+    # the one whose poll waits in the broker is left to that poll
+    assert sorted(job_id for job_id, _ in queue.dispatch().polls) == ["b.2", "b.3", "b.4"]
+    assert in_broker == "b.1"
+    assert store.redis.zrange(redis_keys.INFLIGHT, 0, -1) == ["b.1", "b.2", "b.3", "b.4"]
+    assert queue.repair_due() == 0
+
+
 def test_retention_leaves_no_job_or_index_behind(make_world):
     store, queue = make_world(retention_s=1)
     add_batch(store, "b", 3)
