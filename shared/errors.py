@@ -20,8 +20,10 @@ never on status codes or message text::
             ├── UnusableOutput    COMPLETED, but no output is a URL or an image segq can keep
             └── RequestExpired    404 while polling: the request id is unknown or expired
 
-``UpstreamError.kind`` is the name recorded in a failed job's ``error.kind``; the two kinds that
-no HTTP answer produces, ``retries_exhausted`` and ``cancelled``, are recorded by the job store.
+``UpstreamError.kind`` is the name recorded in a failed job's ``error.kind``; the kinds that no
+HTTP answer produces, ``retries_exhausted`` and ``cancelled``, are recorded by the job store, and
+``expired_in_queue`` (a job whose record expired before a worker took it) only in its batch's
+counts, as no record is left to hold it.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ SCRIPT_CHUNK = 200
 """Jobs per add_jobs script call: long enough to amortise the call, short enough that Redis
 never blocks other clients for more than a millisecond or so."""
 READ_CHUNK = 500
+EXPIRED_IN_QUEUE = "expired_in_queue"
+"""The failure kind a batch counts for a job whose record expired before a worker took it
+(``end_expired_queued`` in ``shared/lua/job.lua``)."""
 EVENTS_DRAINED = 10_000
 """Most end events taken off a batch subscription before the batch is read again."""
 
@@ -94,10 +97,11 @@ class BatchSummary(BaseModel):
 
     def throughput_per_s(self, now: float) -> float | None:
         """Jobs run to an end (completed or failed) per second since the first one was handed
-        to a worker; cancelled jobs are not counted, or cancelling a big batch would show a
-        pace no worker ever kept."""
+        to a worker; cancelled jobs, and jobs that expired in the queue, are not counted, or
+        cancelling a big batch would show a pace no worker ever kept."""
         end = self.finished_at or now
         ran = self.counts[JobState.COMPLETED.value] + self.counts[JobState.FAILED.value]
+        ran -= self.failures_by_kind.get(EXPIRED_IN_QUEUE, 0)
         if self.started_at is None or end <= self.started_at or not ran:
             return None
         return ran / (end - self.started_at)

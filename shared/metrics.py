@@ -23,8 +23,8 @@ Metrics served (the ``segq_`` prefix is the exporter's):
 
 - ``segq_jobs{state}`` (gauge): jobs in each state, from ``segq:stats``, which the job scripts
   move as jobs change state. An expiring record moves nothing (no script sees it go), so
-  finished counts are since the store began, and a record that expired still queued stays
-  queued.
+  finished counts are since the store began; a record that expired still queued is counted
+  failed when the dispatcher reaches its id (``expired_in_queue``).
 - ``segq_upstream_answers_total{kind,http_status}`` (counter): Segmind's answers by call
   (``submit``, ``status``, ``result``) and HTTP status; ``http_status="none"`` is no answer
   (connection error, timeout).

@@ -13,7 +13,8 @@ local key = K.job .. job_id
 local state, request_id, claim, params, batch_id, attempts = unpack(redis.call('HMGET', key,
   'state', 'request_id', 'claim', 'params', 'batch_id', 'attempts'))
 if not state then
-  redis.call('ZREM', K.dispatched, job_id)
+  -- still leased, it was still counted queued (else a lease that ran out counted it)
+  if redis.call('ZREM', K.dispatched, job_id) == 1 then end_expired_queued(job_id) end
   return {'gone'}
 end
 if state ~= 'queued' or request_id then

@@ -51,9 +51,5 @@ if #kept < #lane_ids then
     redis.call('RPUSH', K.interactive, unpack(kept, first, math.min(first + 999, #kept)))
   end
 end
-local open = redis.call('HMGET', bk, 'queued', 'submitted', 'running')
-if (tonumber(open[1]) or 0) + (tonumber(open[2]) or 0) + (tonumber(open[3]) or 0) <= 0 then
-  redis.call('HSET', bk, 'finished_at', NOW)
-  expire_batch(batch_id)
-end
+close_if_ended(batch_id)
 return n

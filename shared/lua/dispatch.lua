@@ -59,7 +59,9 @@ local function pop_next()
   for _ = 1, MAX_SKIPS do
     local job_id = pop_lanes()
     if not job_id then return nil end
-    if redis.call('HGET', K.job .. job_id, 'state') == 'queued' then return job_id end
+    local state = redis.call('HGET', K.job .. job_id, 'state')
+    if state == 'queued' then return job_id end
+    if not state then end_expired_queued(job_id) end
   end
   return nil
 end
@@ -85,8 +87,11 @@ for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', K.due, '-inf', NOW, 'LIMIT',
     unpack(redis.call('HMGET', key, 'state', 'request_id', 'batch_id'))
   if not state or TERMINAL[state] then
     redis.call('ZREM', K.due, job_id)
-    -- a record that expired in flight (retention shorter than the job): no index keeps it
-    if not state then redis.call('ZREM', K.inflight, job_id) end
+    -- a record that expired in flight (retention shorter than the job): no index keeps it;
+    -- one not in flight was queued, waiting out a retry's backoff
+    if not state and redis.call('ZREM', K.inflight, job_id) == 0 then
+      end_expired_queued(job_id)
+    end
   elseif request_id then
     if #polls / 2 >= poll_room then polls_held = true; break end
     local slot = next_slot_at(poll_key, poll_rate, NOW)

@@ -64,6 +64,37 @@ local function move_count(batch_id, from, to, n)
   end
 end
 
+-- Marks the batch finished, and lets it expire, once none of its jobs is open any more.
+local function close_if_ended(batch_id)
+  local bk = K.batch .. batch_id
+  local open = redis.call('HMGET', bk, 'queued', 'submitted', 'running')
+  if (tonumber(open[1]) or 0) + (tonumber(open[2]) or 0) + (tonumber(open[3]) or 0) <= 0 then
+    redis.call('HSET', bk, 'finished_at', NOW)
+    expire_batch(batch_id)  -- its last job ended: none is followed any more
+  end
+end
+
+-- A queued job whose record expired before a worker took it (it waited longer than the
+-- retention): nothing of it is left to run, yet the fleet's counts and its batch's still hold
+-- it as queued, and a batch never ends while they do. Found where the dispatcher meets its id
+-- (a lane, segq:dispatched, segq:due), it is counted failed with kind expired_in_queue.
+-- Its id names its batch (batch ids hold no dot); a batch that expired too is not made again.
+-- Only a count above zero is moved: a lane entry left by a job that ran, ended and expired
+-- since then must not take a count below zero.
+local function end_expired_queued(job_id)
+  local batch_id = string.match(job_id, '^(.*)%.')
+  local bk = batch_id and K.batch .. batch_id
+  if bk and redis.call('EXISTS', bk) == 1 then
+    if (tonumber(redis.call('HGET', bk, 'queued')) or 0) <= 0 then return end
+    move_count(batch_id, 'queued', 'failed')
+    redis.call('HINCRBY', bk, 'fail:expired_in_queue', 1)
+    close_if_ended(batch_id)
+  elseif (tonumber(redis.call('HGET', K.stats, 'queued')) or 0) > 0 then
+    move_count(nil, 'queued', 'failed')
+  end
+  redis.call('PUBLISH', K.events .. job_id, 'failed')
+end
+
 local function lane_of(batch_id, priority)
   if priority == 'interactive' then return K.interactive end
   return K.bulk_lane .. (batch_id or '_')
@@ -76,10 +107,12 @@ local function ring_add(lane)
   end
 end
 
--- Puts a queued job back where the dispatcher looks first (it keeps its place).
+-- Puts a queued job back where the dispatcher looks first (it keeps its place); one whose
+-- record expired meanwhile ends there.
 local function requeue_front(job_id)
   local state, batch_id, priority =
     unpack(redis.call('HMGET', K.job .. job_id, 'state', 'batch_id', 'priority'))
+  if not state then end_expired_queued(job_id) end
   if state ~= 'queued' then return end
   local lane = lane_of(batch_id, priority)
   redis.call('LPUSH', lane, job_id)
@@ -120,11 +153,7 @@ local function finish_job(job_id, new_state, fields, error_kind)
       redis.call('EXPIRE', failed_key, RETENTION_S)
       redis.call('HINCRBY', bk, 'fail:' .. error_kind, 1)
     end
-    local open = redis.call('HMGET', bk, 'queued', 'submitted', 'running')
-    if (tonumber(open[1]) or 0) + (tonumber(open[2]) or 0) + (tonumber(open[3]) or 0) <= 0 then
-      redis.call('HSET', bk, 'finished_at', NOW)
-      expire_batch(batch_id)  -- its last job ended: none is followed any more
-    end
+    close_if_ended(batch_id)
   end
   redis.call('PUBLISH', K.events .. job_id, new_state)
   -- in the same step as the ending: a worker that dies right after cannot lose the notice

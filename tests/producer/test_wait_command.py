@@ -11,6 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
+from shared import redis_keys
 from tests.support.fleet import REPO, Fleet, segq_env
 from tests.support.segq_cli import enqueue_batch, run_segq
 
@@ -71,6 +72,21 @@ def test_wait_exits_1_when_a_job_of_the_batch_failed_and_prints_the_batch(make_f
     states = {job["line"]: job["state"] for job in batch["jobs"]}
     assert states == {1: "completed", 2: "failed", 3: "completed"}
     assert "2 completed, 1 failed" in done.stderr
+
+
+def test_wait_ends_with_status_1_when_a_jobs_record_expired_before_a_worker_took_it(make_fleet):
+    # Given a batch of two whose second job's record expired while it was queued
+    fleet = make_fleet()
+    enqueue_batch(fleet.redis_url, "outlived", [small_image(n) for n in (1, 2)])
+    fleet.store.redis.delete(redis_keys.job("outlived.2"))  # as its retention would
+    fleet.start_worker(concurrency=2)
+    # When a user waits for the batch
+    done = run_segq(fleet.env(), "wait", "outlived", "--timeout", "60", "--json")
+    # Then the wait ends (not at its timeout) with status 1: one job completed, one failed
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["counts"]["completed"] == 1 and summary["counts"]["failed"] == 1
+    assert summary["failures_by_kind"] == {"expired_in_queue": 1}
 
 
 def test_wait_on_one_job_exits_0_and_prints_the_job(make_fleet):

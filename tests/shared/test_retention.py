@@ -17,8 +17,15 @@ import redis
 
 from shared import redis_keys
 from shared.dispatch_queue import DispatchQueue
-from shared.job_model import JobState
-from shared.job_store import Added, JobOptions, JobStore, NewJob, batch_job_id
+from shared.job_model import JobFailure, JobState
+from shared.job_store import (
+    EXPIRED_IN_QUEUE,
+    Added,
+    JobOptions,
+    JobStore,
+    NewJob,
+    batch_job_id,
+)
 from shared.settings import load_settings
 from tests.support.finished_jobs import run_dispatched_jobs
 
@@ -300,3 +307,47 @@ def test_a_rerun_does_not_enqueue_again_the_lines_whose_records_expired(make_que
     assert added == [Added.EXISTED] * 3
     assert queue.dispatch().submits == []
     assert store.get_batch("rerun").total == 4
+
+
+def expire_while_queued(queue: DispatchQueue, job_id: str, waiting: str) -> None:
+    """The job's record expires while it waits where ``waiting`` says; then the dispatcher
+    (and, for a claimed job, its submit task) meets its id."""
+    client = queue.store.redis
+    if waiting == "backoff":
+        assert queue.begin_submit(job_id).outcome == "go"
+        queue.retry_later(job_id, 0.0, JobFailure(kind="transient", detail="502 Bad Gateway"))
+    client.delete(redis_keys.job(job_id))  # as its retention would
+    if waiting == "lease_ran_out":
+        client.zadd(redis_keys.DISPATCHED, {job_id: 0})
+    if waiting == "claimed":
+        assert queue.begin_submit(job_id).outcome == "gone"
+    queue.dispatch()
+
+
+@pytest.mark.parametrize("waiting", ["lane", "lease_ran_out", "claimed", "backoff"])
+def test_a_job_whose_record_expired_while_queued_ends_failed_and_its_batch_ends(
+    make_queue, waiting
+):
+    # Given a batch whose first job completed, and whose second waits (in its lane, in the
+    # broker window, claimed by a submit task, or for a retry)
+    queue = make_queue(retention_s=3600)
+    store = queue.store
+    [ran, waits] = add_batch(store, "waited", 2)
+    assert queue.dispatch(max_items=1 if waiting == "lane" else 2).submits[0] == ran
+    assert queue.begin_submit(ran).outcome == "go"
+    queue.record_submitted(ran, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", 30.0)
+    assert queue.finish(ran, JobState.COMPLETED, outputs=["https://cdn.test/0.jpg"]).ended
+    # When the second one's record expires before a worker took it
+    expire_while_queued(queue, waits, waiting)
+    queue.dispatch()  # meeting its id again counts it no second time
+    # Then the batch counts it failed, expired in the queue, and has ended
+    summary = store.get_batch("waited")
+    assert summary.counts[JobState.QUEUED.value] == 0
+    assert summary.counts[JobState.FAILED.value] == 1
+    assert summary.failures_by_kind == {EXPIRED_IN_QUEUE: 1}
+    assert summary.is_terminal and summary.finished_at is not None and summary.started_at
+    # (its pace counts the one job a worker ran, not the one that expired)
+    ran_for_s = summary.finished_at - summary.started_at
+    assert summary.throughput_per_s(summary.finished_at) == pytest.approx(1 / ran_for_s)
+    assert store.wait_batch("waited", timeout_s=0).is_terminal
+    assert store.state_counts()[JobState.QUEUED.value] == 0
