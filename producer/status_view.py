@@ -52,13 +52,18 @@ def rate_limit_json(state: RateLimitState) -> dict[str, Any]:
     return {**state.model_dump(), "hold_until": iso_time(state.hold_until)}
 
 
-def write_batch_json(head: dict[str, Any], jobs: Iterable[Job], out: TextIO) -> None:
-    """``head`` with a ``jobs`` list, written one job at a time."""
+def write_batch_json(
+    head: dict[str, Any], summary: BatchSummary, jobs: Iterable[Job], out: TextIO
+) -> None:
+    """``head`` with a ``jobs`` list, written one job at a time, then ``expired_records``: how
+    many jobs the batch counts that the list lacks, known only once the list is written."""
     opening = json.dumps(head, ensure_ascii=False)
     out.write(opening[:-1] + ', "jobs": [')
-    for n, job in enumerate(jobs):
-        out.write(("," if n else "") + json.dumps(job.to_json(), ensure_ascii=False))
-    out.write("]}\n")
+    listed = 0
+    for job in jobs:
+        out.write(("," if listed else "") + json.dumps(job.to_json(), ensure_ascii=False))
+        listed += 1
+    out.write(f'], "expired_records": {summary.past_retention(listed)}}}\n')
 
 
 def job_view(job: Job) -> Table:
@@ -184,4 +189,4 @@ def write_batch_status_json(producer: Any, summary: BatchSummary, out: TextIO) -
     """``segq status BATCH --json`` (also what ``segq wait BATCH --json`` prints at the end)."""
     reasons = producer.failure_reasons(summary.batch_id) if summary.counts["failed"] else []
     head = batch_head_json(summary, reasons, producer.fleet_state(), time.time())
-    write_batch_json(head, producer.iter_batch_jobs(summary.batch_id), out)
+    write_batch_json(head, summary, producer.iter_batch_jobs(summary.batch_id), out)

@@ -106,6 +106,13 @@ class BatchSummary(BaseModel):
             return None
         return ran / (end - self.started_at)
 
+    def past_retention(self, found: int, state: JobState | None = None) -> int:
+        """How many of the jobs the batch counts (in ``state``, or all) a read did not find,
+        ``found`` being what it found: their records expired (``SEGQ_JOB_RETENTION_S``) while
+        the batch went on, since a batch's counters outlive the records of its jobs."""
+        counted = self.total if state is None else self.counts[state.value]
+        return max(0, counted - found)
+
     def eta_s(self, now: float) -> float | None:
         rate = self.throughput_per_s(now)
         return (self.total - self.done) / rate if rate else None

@@ -16,6 +16,7 @@ import click
 from producer.terminal import URL_EXPIRY_ADVICE, find, open_producer, people
 from shared.errors import InputError
 from shared.job_model import Job, iso_time
+from shared.job_store import BatchSummary
 from shared.request_model import parameter_names
 
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -103,3 +104,7 @@ def export(target_id: str, export_format: str, output: Path | None) -> None:
             rows = write_export(jobs, export_format, out)
     where = f" to {output}" if output else ""
     people().print(f"exported {rows:,} job{'s' * (rows != 1)}{where}. {URL_EXPIRY_ADVICE}")
+    if isinstance(target, BatchSummary) and (expired := target.past_retention(rows)):
+        people().print(f"not exported: {expired:,} of the batch's {target.total:,} jobs, whose "
+                       "records are past their retention (SEGQ_JOB_RETENTION_S); the batch's "
+                       "counts (segq status) still include them")  # fmt: skip

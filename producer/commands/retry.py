@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from producer.terminal import find, json_option, open_producer, people, print_json
-from shared.job_model import Job
+from shared.job_model import Job, JobState
 
 
 @click.command()
@@ -23,7 +23,7 @@ def retry(target_id: str, as_json: bool) -> None:
         else:
             retried = producer.retry_batch(target.batch_id)
             key, target_id = "batch_id", target.batch_id
-            expired = max(0, target.counts.get("failed", 0) - retried)
+            expired = target.past_retention(retried, JobState.FAILED)
     if as_json:
         print_json({key: target_id, "retried": retried})
         return

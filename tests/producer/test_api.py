@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -548,3 +549,25 @@ def test_async_calls_whose_reply_was_lost_report_what_they_did(settings, sync_pr
             return job.created, retried, loss.armed
 
     assert asyncio.run(scenario()) == (True, True, 0)
+
+
+def test_export_and_status_json_count_the_jobs_whose_records_are_past_their_retention(
+    sync_producer, redis_url
+):
+    # Given a batch of three whose first job failed, and whose records were all there
+    env = segq_env(SEGQ_REDIS_URL=redis_url)
+    sync_producer.enqueue_many([{"prompt": f"p{n}"} for n in range(3)], batch_id="aged")
+    fail(sync_producer, "aged.1")
+    assert json.loads(run_segq(env, "status", "aged", "--json").stdout)["expired_records"] == 0
+    # When that job's record expires while the batch goes on
+    sync_producer.store.redis.delete(redis_keys.job("aged.1"))  # as its retention would
+    # Then an export says which share of the batch has no row, in either format
+    for export_format in ("jsonl", "csv"):
+        exported = run_segq(env, "export", "aged", "--format", export_format)
+        assert exported.returncode == 0, exported.stderr
+        assert "not exported: 1 of the batch's 3 jobs, whose records are past their retention" in (
+            exported.stderr
+        )
+    # And the status's JSON counts the jobs its list lacks
+    status = json.loads(run_segq(env, "status", "aged", "--json").stdout)
+    assert (status["total"], len(status["jobs"]), status["expired_records"]) == (3, 2, 1)
