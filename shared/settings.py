@@ -17,7 +17,14 @@ from typing import Literal
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from kombu.transport import TRANSPORT_ALIASES
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -179,6 +186,21 @@ class Settings(BaseSettings):
             raise ValueError("holds a space or a character that is not visible ASCII; "
                              "check how the key was copied")  # fmt: skip
         return key or None
+
+    @field_validator("job_retention_s")
+    @classmethod
+    def _retention_outlasts_a_lease(cls, retention_s: int, info: ValidationInfo) -> int:
+        """A job handed to a worker is kept no longer than the retention from then (a queued
+        one's record counts from its enqueue): with a lease at least as long, the record of a
+        job whose worker died is always gone when its lease runs out, so the lease could never
+        publish it again (nor a lost notice of an ended job), and the job is lost.
+        Shorter than Segmind's retention is only risky: workers warn of it as they start."""
+        lease_s = info.data.get("lease_s")
+        if lease_s is not None and retention_s <= lease_s:
+            raise ValueError(f"{retention_s} s is not longer than SEGQ_LEASE_S={lease_s:g}: a "
+                             "job whose worker died would be gone before its lease could "
+                             "publish it again")  # fmt: skip
+        return retention_s
 
     @field_validator("redis_url")
     @classmethod

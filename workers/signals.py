@@ -97,6 +97,13 @@ def settings_warnings(settings: Settings) -> list[str]:
             f"{settings.http_timeout_s:g}: a submit still waiting on Segmind when its lease "
             "runs out is published again, and Segmind may bill the job twice"
         )
+    if settings.job_retention_s < settings.upstream_retention_s:
+        warnings.append(
+            f"SEGQ_JOB_RETENTION_S={settings.job_retention_s} is less than "
+            f"SEGQ_UPSTREAM_RETENTION_S={settings.upstream_retention_s}: an ended job's record "
+            "(its result URLs, its request id) is gone while Segmind still keeps its result, so "
+            "segq retry cannot resume polling a job that gave up, and submits (and pays) again"
+        )
     if settings.webhook_secret is None:
         warnings.append(
             "SEGQ_WEBHOOK_SECRET is not set: jobs with a webhook_url are not told they ended "

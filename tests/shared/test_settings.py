@@ -63,6 +63,18 @@ def test_an_api_key_with_spaces_or_invisible_characters_inside_is_refused_unshow
     assert "456789" not in str(caught.value)
 
 
+@pytest.mark.parametrize(("retention_s", "lease_s"), [(60, 60), (300, 600)])
+def test_a_retention_no_longer_than_the_lease_is_refused_naming_both(retention_s, lease_s):
+    env = {"SEGQ_JOB_RETENTION_S": str(retention_s), "SEGQ_LEASE_S": str(lease_s)}
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(env)
+    assert f"SEGQ_JOB_RETENTION_S: Value error, {retention_s} s is not longer than " in str(
+        refused.value
+    )
+    assert f"SEGQ_LEASE_S={lease_s}:" in str(refused.value)
+    assert load_settings({**env, "SEGQ_JOB_RETENTION_S": str(lease_s + 1)}).job_retention_s
+
+
 def test_a_misspelt_setting_in_lower_case_is_refused_too():
     with pytest.raises(ConfigurationError, match=r"segq_leese_s is not a segq setting .*LEASE_S"):
         load_settings({"segq_leese_s": "1"})

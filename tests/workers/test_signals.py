@@ -24,6 +24,14 @@ def test_a_lease_shorter_than_two_calls_is_warned_of(lease_s, timeout_s, warned)
         assert f"SEGQ_LEASE_S={lease_s} is less than twice SEGQ_HTTP_TIMEOUT_S=30" in warnings[0]
 
 
+def test_a_retention_shorter_than_segminds_is_warned_of():
+    assert settings_warnings(load_settings(SIGNED, job_retention_s=3600)) == []
+    [warning] = settings_warnings(load_settings(SIGNED, job_retention_s=1800))
+    assert warning.startswith(
+        "SEGQ_JOB_RETENTION_S=1800 is less than SEGQ_UPSTREAM_RETENTION_S=3600: an ended job's"
+    )
+
+
 def test_webhooks_that_cannot_be_signed_are_warned_of():
     assert settings_warnings(load_settings(SIGNED)) == []
     [warning] = settings_warnings(load_settings({}))
