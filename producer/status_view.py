@@ -18,7 +18,12 @@ from rich.text import Text
 from producer.failures import FailureReason
 from shared.fleet_state import FleetState, RateLimitState
 from shared.job_model import Job, JobState, iso_time
-from shared.job_store import BatchSummary
+from shared.job_store import EXPIRED_IN_QUEUE, BatchSummary
+
+EXPIRED_IN_QUEUE_DETAIL = (
+    "waited in the queue past SEGQ_JOB_RETENTION_S: the record expired before a worker took "
+    "the job, so nothing of it is left to run"
+)
 
 
 def batch_head_json(
@@ -115,7 +120,7 @@ def pace_line(summary: BatchSummary, now: float) -> str:
             f", {rate:.2f} jobs/s" if rate else ""
         )
     eta = summary.eta_s(now)
-    pace = f"{rate:.2f} jobs/s" if rate else "no job has ended yet"
+    pace = f"{rate:.2f} jobs/s" if rate else "no worker has run a job to its end yet"
     return f"{summary.done:,} of {summary.total:,} ended; {pace}; ETA {duration(eta)}"
 
 
@@ -179,14 +184,26 @@ def duration(seconds: float | None) -> str:
     )
 
 
+def batch_failure_reasons(producer: Any, summary: BatchSummary) -> list[FailureReason]:
+    """Reasons grouped from a sample of failed jobs, and the jobs that expired in the queue,
+    which no record holds: only the batch's counters know them."""
+    if not summary.counts["failed"]:
+        return []
+    reasons: list[FailureReason] = producer.failure_reasons(summary.batch_id)
+    if expired := summary.failures_by_kind.get(EXPIRED_IN_QUEUE):
+        reasons.append(FailureReason(kind=EXPIRED_IN_QUEUE, http_status=None, jobs=expired,
+                                     detail=EXPIRED_IN_QUEUE_DETAIL))  # fmt: skip
+    return reasons
+
+
 def print_batch(console: Console, producer: Any, summary: BatchSummary) -> None:
     """The batch for people, with the fleet's pause (if any) and grouped failure reasons."""
-    reasons = producer.failure_reasons(summary.batch_id) if summary.counts["failed"] else []
+    reasons = batch_failure_reasons(producer, summary)
     console.print(batch_view(summary, reasons, producer.fleet_state(), time.time()))
 
 
 def write_batch_status_json(producer: Any, summary: BatchSummary, out: TextIO) -> None:
     """``segq status BATCH --json`` (also what ``segq wait BATCH --json`` prints at the end)."""
-    reasons = producer.failure_reasons(summary.batch_id) if summary.counts["failed"] else []
+    reasons = batch_failure_reasons(producer, summary)
     head = batch_head_json(summary, reasons, producer.fleet_state(), time.time())
     write_batch_json(head, summary, producer.iter_batch_jobs(summary.batch_id), out)

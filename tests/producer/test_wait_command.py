@@ -88,6 +88,8 @@ def test_wait_ends_with_status_1_when_a_jobs_record_expired_before_a_worker_took
     assert summary["counts"]["completed"] == 1 and summary["counts"]["failed"] == 1
     assert summary["failures_by_kind"] == {"expired_in_queue": 1}
     assert summary["expired_records"] == 1
+    [reason] = summary["failure_reasons"]
+    assert (reason["kind"], reason["jobs"]) == ("expired_in_queue", 1)
 
 
 def test_wait_on_one_job_exits_0_and_prints_the_job(make_fleet):
