@@ -41,9 +41,20 @@ cancel_members(redis.call('ZRANGE', K.due, 0, -1))
 -- jobs of other batches each time: 15 s with Redis blocked, for 20,000 behind 20,000).
 local lane_ids = redis.call('LRANGE', K.interactive, 0, -1)
 cancel_members(lane_ids)
-local kept = {}
+local kept, expired = {}, 0
 for _, job_id in ipairs(lane_ids) do
-  if not is_member(job_id) then kept[#kept + 1] = job_id end
+  if not is_member(job_id) then
+    kept[#kept + 1] = job_id
+  elseif redis.call('EXISTS', K.job .. job_id) == 0 then
+    expired = expired + 1
+  end
+end
+-- Members whose records expired in the lane leave it uncounted otherwise: cancelled, as the
+-- bulk lane's are (at most the batch's queued count, see end_expired_queued).
+expired = math.min(expired, tonumber(redis.call('HGET', bk, 'queued')) or 0)
+if expired > 0 then
+  move_count(batch_id, 'queued', 'cancelled', expired)
+  n = n + expired
 end
 if #kept < #lane_ids then
   redis.call('DEL', K.interactive)

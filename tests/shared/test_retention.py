@@ -309,6 +309,23 @@ def test_a_rerun_does_not_enqueue_again_the_lines_whose_records_expired(make_que
     assert store.get_batch("rerun").total == 4
 
 
+@pytest.mark.parametrize("priority", ["bulk", "interactive"])
+def test_a_cancelled_batch_ends_though_a_queued_jobs_record_had_expired(make_queue, priority):
+    # Given a batch of two queued jobs, the first one's record expired in its lane
+    queue = make_queue(retention_s=3600)
+    store = queue.store
+    options = JobOptions(priority=priority)
+    store.open_batch("dropped", defaults={}, options=options, source=None)
+    jobs = [NewJob(batch_job_id("dropped", n), {"prompt": f"p{n}"}, n) for n in (1, 2)]
+    store.add_jobs(jobs, batch_id="dropped", options=options)
+    store.redis.delete(redis_keys.job(jobs[0].job_id))  # as its retention would
+    # When the batch is cancelled
+    summary = store.cancel_batch("dropped")
+    # Then both are counted cancelled, and the batch has ended
+    assert summary.counts[JobState.CANCELLED.value] == 2
+    assert summary.counts[JobState.QUEUED.value] == 0 and summary.is_terminal
+
+
 def expire_while_queued(queue: DispatchQueue, job_id: str, waiting: str) -> None:
     """The job's record expires while it waits where ``waiting`` says; then the dispatcher
     (and, for a claimed job, its submit task) meets its id."""
