@@ -76,6 +76,7 @@ class UpstreamApi:
         if delay_s:
             state.totals.slowed += 1
             await asyncio.sleep(delay_s)
+        await state.hold.wait(config)
         return self._admission(request, kind)
 
     def _fault_answer(self, request: web.Request, fault: str) -> web.StreamResponse:

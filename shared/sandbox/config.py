@@ -150,6 +150,13 @@ class SandboxConfig(BaseModel):
         default=0.0, ge=0, le=1, description="Chance an answer is delayed."
     )
     slow_s: float = Field(default=5.0, ge=0, le=600, description="Delay of a slow answer.")
+    hold_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="While set, every v2 call waits until it is unset, this long at most: tests "
+        "catch calls under way at a moment of their choosing.",
+    )
     outage: bool = Field(default=False, description="Every v2 call answers 503 HTML while on.")
     outage_s: float | None = Field(
         default=None, gt=0, description="With outage on: it ends by itself after this many seconds."

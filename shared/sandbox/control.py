@@ -2,7 +2,8 @@
 
 Never faulty, never rate limited, no API key: tests and benchmarks script the sandbox with it.
 
-- ``GET /_sandbox/truth``: ``{"now", "totals", "requests"}`` (see ``truth.py``); query
+- ``GET /_sandbox/truth``: ``{"now", "held", "totals", "requests"}`` (see ``truth.py``; ``held``:
+  v2 calls waiting on ``hold_s`` now); query
   ``requests=0`` leaves the per-request map out, ``request_id=ID`` (repeatable) narrows it.
 - ``GET /_sandbox/faults``: the configuration in force (every ``SandboxConfig`` field).
 - ``POST /_sandbox/faults``: a JSON object with any ``SandboxConfig`` fields; answers the new

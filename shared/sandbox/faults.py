@@ -1,4 +1,5 @@
-"""Transport faults drawn per v2 call: outage, dropped connection, injected error, slowness.
+"""Transport faults drawn per v2 call: outage, dropped connection, injected error, slowness;
+and the hold that keeps calls waiting until a test lets them go.
 
 They are drawn before the sandbox looks at the request (key, limits, body), like a gateway in
 front of the service would fail: an injected fault never creates a job or counts against a
@@ -7,6 +8,8 @@ rate limit, so ground truth holds exactly the work that was really done.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 
 from shared.sandbox.config import SandboxConfig
@@ -51,3 +54,32 @@ class FaultDraws:
         if config.slow_probability and self._rng.random() < config.slow_probability:
             return config.slow_s
         return 0.0
+
+
+class CallHold:
+    """Calls waiting while ``hold_s`` is set. Unlike a slow answer, whose delay is fixed when
+    the call comes in, a held call ends when the hold is lifted: a test knows every call it
+    counts here is still under way until it says otherwise."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.waiting = 0
+        self._lifted = asyncio.Event()
+        self.switch(config)
+
+    def switch(self, config: SandboxConfig) -> None:
+        """Lifts the hold when ``hold_s`` is unset; a new hold holds only calls that come later."""
+        if config.hold_s is None:
+            self._lifted.set()
+        elif self._lifted.is_set():
+            self._lifted = asyncio.Event()
+
+    async def wait(self, config: SandboxConfig) -> None:
+        if config.hold_s is None:
+            return
+        lifted = self._lifted
+        self.waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lifted.wait(), config.hold_s)
+        finally:
+            self.waiting -= 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.sandbox.account import Ledger
 from shared.sandbox.config import SandboxConfig
-from shared.sandbox.faults import FaultDraws
+from shared.sandbox.faults import CallHold, FaultDraws
 from shared.sandbox.images import ImageCache
 from shared.sandbox.jobs import GpuPool, JobTable, Output, SimulatedJob, draw_inference_s
 from shared.sandbox.rate_limit import SlidingWindowLimiter
@@ -31,6 +31,7 @@ class SandboxState:
         self.rng = random.Random(config.random_seed)
         self.faults = FaultDraws(self.rng)
         self.faults.start_outage(config, time.time())
+        self.hold = CallHold(config)
         self.images = ImageCache()
         self.limiter = SlidingWindowLimiter()
         self.jobs = JobTable()
@@ -61,6 +62,8 @@ class SandboxState:
         self.config = config
         if "outage" in patch or "outage_s" in patch:
             self.faults.start_outage(config, time.time())
+        if "hold_s" in patch:
+            self.hold.switch(config)
         if "gpus" in patch:
             self.gpus.resize(config.gpus)
         if "credits" in patch:
@@ -107,13 +110,14 @@ class SandboxState:
     def truth(
         self, request_ids: list[str] | None = None, with_requests: bool = True
     ) -> dict[str, Any]:
-        """``GET /_sandbox/truth``: totals, and each (or the named) request id's record."""
+        """``GET /_sandbox/truth``: calls held now, totals, and each (or the named) request
+        id's record."""
         now = time.time()
         retention_s = self.config.retention_s
         totals = self.totals.as_dict()
         totals["jobs"] = state_counts(self.jobs, now)
         totals["credits"] = {"balance": self.ledger.balance, "spent": self.ledger.spent}
-        answer: dict[str, Any] = {"now": now, "totals": totals}
+        answer: dict[str, Any] = {"now": now, "held": self.hold.waiting, "totals": totals}
         if with_requests:
             jobs = self.jobs if request_ids is None else self._named(request_ids)
             answer["requests"] = {job.request_id: job_truth(job, now, retention_s) for job in jobs}

@@ -1,7 +1,8 @@
 """Ground truth: what the sandbox really served, so tests can check what clients recorded.
 
-``GET /_sandbox/truth`` answers ``{"now", "totals", "requests"}``; ``requests`` maps each
-request id to :func:`job_truth`. A job's ``completed_at`` stays null until the moment it really
+``GET /_sandbox/truth`` answers ``{"now", "held", "totals", "requests"}``; ``held`` counts the
+v2 calls waiting on the hold (``hold_s``) now; ``requests`` maps each request id to
+:func:`job_truth`. A job's ``completed_at`` stays null until the moment it really
 reached its terminal state, although the sandbox computed that moment at submit.
 """
 

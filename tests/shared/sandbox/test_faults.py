@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
@@ -212,6 +213,32 @@ def test_slow_answers_are_held_back(make_sandbox, make_client) -> None:
     assert time.monotonic() - started >= 0.3
     assert answer.status_code == 404
     assert sandbox.truth()["totals"]["slowed"] == 1
+
+
+def test_held_calls_stay_under_way_until_the_hold_is_lifted(sandbox, make_client) -> None:
+    sandbox.set_faults(hold_s=60)
+    clients = [make_client(), make_client()]
+    with ThreadPoolExecutor(len(clients)) as pool:
+        answers = [pool.submit(c.get, "/v2/requests/x/status") for c in clients]
+        deadline = time.monotonic() + 10.0
+        while sandbox.truth(with_requests=False)["held"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        assert sandbox.truth(with_requests=False)["held"] == 2
+        assert not any(answer.done() for answer in answers)
+        sandbox.set_faults(hold_s=None)
+        assert [answer.result(10).status_code for answer in answers] == [404, 404]
+    assert sandbox.truth(with_requests=False)["held"] == 0
+
+
+def test_a_hold_never_lifted_lets_calls_go_after_hold_s(make_sandbox, make_client) -> None:
+    client = make_client(make_sandbox(hold_s=0.3).url)
+
+    started = time.monotonic()
+    answer = client.get("/v2/requests/x/status")
+
+    assert time.monotonic() - started >= 0.3
+    assert answer.status_code == 404
 
 
 def test_outage_answers_503_html_until_switched_off(sandbox, client) -> None:
