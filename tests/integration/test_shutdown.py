@@ -12,24 +12,31 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from celery import Celery
 
 from shared.job_model import JobState
+from shared.worker_health import read_report
 from tests.support.fleet import REPO, Fleet, Process, wait_until
 
 pytestmark = pytest.mark.integration
 
-HTTP_TIMEOUT_S = 10
+HTTP_TIMEOUT_S = 30
 GRACE_S = 3 * HTTP_TIMEOUT_S
 """The deploy files' rule (grace >= 3 x SEGQ_HTTP_TIMEOUT_S), at this test's timeout."""
 LEASE_S = 300
 """Far longer than the test may take: a job that waited on a lease would time it out."""
+HOLD_S = 25.0
+"""The sandbox lets a held call go by itself after this, before the client's timeout: a test
+that fails before lifting its hold leaves no interrupted submits behind."""
 SLOW_SANDBOX = {"time_scale": 1.0, "gpus": 6, "random_seed": 5}
 """Jobs take about 2.5 s upstream, so a batch is well under way when SIGTERM arrives."""
-SLOW_ANSWERS = {"slow_probability": 0.3, "slow_s": 4.0}
-"""A third of Segmind's answers take 4 s: SIGTERM finds calls in flight, to be finished."""
+CONCURRENCY = 4
+STATE_S = 60
+"""Bounds each wait for the state SIGTERM must find (loaded CI takes seconds to reach it)."""
 
 
 def segq_health(fleet: Fleet, health_file: Path, *options: str) -> subprocess.CompletedProcess:
@@ -44,10 +51,46 @@ def completed(fleet: Fleet, ids: list[str]) -> int:
     return sum(1 for job in fleet.store.get_jobs(ids) if job and job.state is JobState.COMPLETED)
 
 
-def terminate(worker: Process) -> float:
-    """Sends SIGTERM; returns the seconds the worker took to exit (fails past the grace)."""
+def hostname(worker: Process) -> str:
+    return next(arg.split("=", 1)[1] for arg in worker.args if arg.startswith("--hostname="))
+
+
+def reserved_unstarted(fleet: Fleet, worker: Process) -> int:
+    """Messages the worker has taken from the broker but not started (Celery's inspect)."""
+    control = Celery(broker=fleet.broker_url or fleet.redis_url)
+    try:
+        replies = control.control.inspect([hostname(worker)], timeout=2).reserved() or {}
+    finally:
+        control.close()
+    return len(replies.get(hostname(worker), []))
+
+
+def hold_every_thread_with_messages_reserved(fleet: Fleet, leaving: Process) -> None:
+    """Holds Segmind's answers until every thread of every worker waits on one and ``leaving``
+    has messages it has not started: until the hold is lifted, none of them can start, however
+    slowly a loaded machine gets to the SIGTERM."""
+    fleet.sandbox.set_faults(hold_s=HOLD_S)
+    threads = CONCURRENCY * len(fleet.workers)
+    wait_until(lambda: fleet.sandbox.truth(with_requests=False)["held"] == threads,
+               "every worker thread in a held call", STATE_S, fleet.workers)  # fmt: skip
+    wait_until(lambda: reserved_unstarted(fleet, leaving), "messages reserved, not started",
+               STATE_S, fleet.workers)  # fmt: skip
+
+
+def lift_hold_once_draining(fleet: Fleet, worker: Process, health_file: Path) -> None:
+    """Once the worker says it is draining (its health file), what it reserved can only be
+    handed back: its held calls may end."""
+    wait_until(lambda: read_report(health_file).shutting_down, "worker draining", STATE_S,
+               [worker])  # fmt: skip
+    fleet.sandbox.set_faults(hold_s=None)
+
+
+def terminate(worker: Process, while_draining: Callable[[], None] = lambda: None) -> float:
+    """Sends SIGTERM, then runs ``while_draining``; returns the seconds the worker took to
+    exit (fails past the grace)."""
     started = time.monotonic()
     worker.popen.send_signal(signal.SIGTERM)
+    while_draining()
     try:
         worker.popen.wait(GRACE_S)
     except subprocess.TimeoutExpired:
@@ -55,24 +98,29 @@ def terminate(worker: Process) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize("answers", [{}, SLOW_ANSWERS], ids=["prompt-answers", "slow-answers"])
+@pytest.mark.parametrize("in_flight", [False, True], ids=["prompt-answers", "calls-in-flight"])
 def test_a_worker_sent_sigterm_mid_batch_exits_in_time_and_no_job_is_lost(
-    make_fleet, tmp_path, answers
+    make_fleet, tmp_path, in_flight
 ):
     # Given two workers sharing a batch of slow jobs, leases far too long to wait for
-    fleet = make_fleet(sandbox={**SLOW_SANDBOX, **answers}, SEGQ_LEASE_S=str(LEASE_S),
+    fleet = make_fleet(sandbox=SLOW_SANDBOX, SEGQ_LEASE_S=str(LEASE_S),
                        SEGQ_HTTP_TIMEOUT_S=str(HTTP_TIMEOUT_S))  # fmt: skip
-    leaving = fleet.start_worker(concurrency=4, SEGQ_HEALTH_FILE=str(tmp_path / "leaving.json"))
-    fleet.start_worker(concurrency=4, SEGQ_HEALTH_FILE=str(tmp_path / "staying.json"))
+    health_file = tmp_path / "leaving.json"
+    leaving = fleet.start_worker(concurrency=CONCURRENCY, SEGQ_HEALTH_FILE=str(health_file))
+    fleet.start_worker(concurrency=CONCURRENCY, SEGQ_HEALTH_FILE=str(tmp_path / "staying.json"))
     ids = fleet.add({"prompt": f"a windmill {n}"} for n in range(40))
     wait_until(lambda: completed(fleet, ids) >= 6, "a few jobs done", 60, fleet.workers)
     # When one worker is sent SIGTERM in the middle of it
-    exit_s = terminate(leaving)
+    if in_flight:  # with calls in flight, and messages it has reserved and not started
+        hold_every_thread_with_messages_reserved(fleet, leaving)
+        exit_s = terminate(leaving, lambda: lift_hold_once_draining(fleet, leaving, health_file))
+    else:
+        exit_s = terminate(leaving)
     # Then it exited cleanly within the grace period, having drained what it held
     assert leaving.popen.returncode == 0, leaving.output()
     assert "Warm shutdown" in leaving.output(1_000_000)
     assert exit_s < GRACE_S
-    if answers:  # calls held 4 s keep its reserved messages waiting when SIGTERM comes
+    if in_flight:
         assert "handed back unstarted" in leaving.output(1_000_000)
     # And the other worker finishes the batch without waiting for any lease
     jobs = fleet.wait_all(ids, timeout_s=LEASE_S / 3)
