@@ -21,13 +21,12 @@ from shared.job_model import JobState
 from shared.job_store import JobOptions, JobStore, NewJob
 from shared.local_redis import free_port
 from shared.sandbox.runner import start_sandbox
-from tests.support.fleet import Process, segq_env, wait_until
+from tests.support.fleet import STARTUP_S, Process, segq_env, wait_until
 
 pytestmark = pytest.mark.integration
 
 API_KEY = "SG_flower_test_key_0123456789"
 CREDENTIALS = ("ops", "flower-test-password")
-STARTUP_S = 30.0
 
 
 @pytest.fixture

@@ -17,12 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.job_model import JobState
 from shared.local_redis import free_port
-from tests.support.fleet import API_KEY, Fleet, Process, wait_until
+from tests.support.fleet import API_KEY, STARTUP_S, Fleet, Process, wait_until
 
 pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-EXPORTER_STARTUP_S = 30.0
 METRICS_SETTLE_S = 15.0
 """Workers write their metrics every second (``workers.runtime.METRICS_FLUSH_S``): a scrape
 right after the jobs ended may not show the last second yet."""
@@ -39,7 +38,7 @@ def exporter(tmp_path) -> Iterator[Any]:
         processes.append(process)
         url = f"http://127.0.0.1:{port}/metrics"
         wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, "segq metrics answers",
-                   EXPORTER_STARTUP_S, [process])  # fmt: skip
+                   STARTUP_S, [process])  # fmt: skip
         return url
 
     yield start

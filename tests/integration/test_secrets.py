@@ -29,7 +29,7 @@ from shared.job_model import JobState
 from shared.job_store import JobOptions, JobStore, NewJob
 from shared.local_redis import free_port
 from shared.sandbox import RunningSandbox, SandboxConfig, start_sandbox
-from tests.support.fleet import Process, segq_env, wait_until
+from tests.support.fleet import STARTUP_S, Process, segq_env, wait_until
 from tests.support.secret_scan import RedisMonitor, leaks_in, redis_leaks
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,6 @@ FAULTY_UPSTREAM = {
 }  # fmt: skip
 JOBS = 18
 FAILING = 3
-STARTUP_S = 40.0
 FLOWER_TASK_PAGES = 40
 
 

@@ -29,7 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 API_KEY = "SG_integration_test_key_0123456789"
 FAST_SANDBOX = {"time_scale": 0.1, "random_seed": 11}
 """Jobs take about 0.25 s upstream instead of 2.5 s; fault draws repeat from run to run."""
-WORKER_STARTUP_S = 30.0
+STARTUP_S = 90.0
+"""Bounds the wait for a `python -m producer ...` child to say it is up. A bound, not an
+expectation: idle, a worker is ready in about 2 s; beside other test sessions on 2 cores its
+imports alone took 26 s, and 30 s failed a third of a loaded integration run."""
 
 
 def segq_env(**settings: str) -> dict[str, str]:
@@ -128,7 +131,7 @@ class Fleet:
         worker = Process(args, self.env(**overrides), self.tmp_path / f"{name}.log")
         self.workers.append(worker)
         wait_until(lambda: "ready." in worker.output(100_000), "worker ready",
-                   WORKER_STARTUP_S, [worker])  # fmt: skip
+                   STARTUP_S, [worker])  # fmt: skip
         return worker
 
     def add(self, params: Iterable[dict[str, Any]], options: JobOptions | None = None) -> list[str]:
