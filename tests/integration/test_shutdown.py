@@ -98,6 +98,7 @@ def terminate(worker: Process, while_draining: Callable[[], None] = lambda: None
     return time.monotonic() - started
 
 
+@pytest.mark.timeout(360)  # its own waits bound it; on a loaded box they outlast the suite's 120 s
 @pytest.mark.parametrize("in_flight", [False, True], ids=["prompt-answers", "calls-in-flight"])
 def test_a_worker_sent_sigterm_mid_batch_exits_in_time_and_no_job_is_lost(
     make_fleet, tmp_path, in_flight
