@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,14 @@ class Fleet:
         return counts
 
     def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop()
+        """Stops every worker; when that is cut short (the test's timeout fires during
+        teardown), kills the rest, so that no worker outlives its test."""
+        try:
+            for worker in self.workers:
+                worker.stop()
+        finally:
+            for worker in self.workers:
+                worker.kill()
 
 
 @pytest.fixture
@@ -193,9 +200,10 @@ def make_fleet(
         return fleets[-1]
 
     yield make
-    for fleet in fleets:
-        fleet.stop()
-    for running in sandboxes:
-        running.stop()
-    for each in clients:
-        each.close()
+    with ExitStack() as cleanup:  # every step runs, also after one that raised
+        for each in clients:
+            cleanup.callback(each.close)
+        for running in sandboxes:
+            cleanup.callback(running.stop)
+        for fleet in fleets:
+            cleanup.callback(fleet.stop)
