@@ -46,23 +46,23 @@ def test_a_submit_answered_while_redis_is_away_is_recorded_once_redis_is_back(ma
 
 @pytest.mark.timeout(240)  # its own wait (150 s) must end it first, not the suite's 120 s
 def test_workers_outlive_redis_refusing_writes_and_then_finish_every_job(make_fleet):
-    # Given a worker of 4 threads, 20 submits in its broker queue, the first held upstream
-    fleet = make_fleet(sandbox=HELD_ANSWERS)
-    fleet.start_worker(concurrency=4)
-    ids = fleet.add({"prompt": f"a full cellar {n}"} for n in range(20))
-    wait_until(lambda: fleet.sandbox.truth(with_requests=False)["totals"]["slowed"] >= 2,
-               "submits upstream", 30, fleet.workers)  # fmt: skip
-    # When Redis refuses every write for 12 s (maxmemory reached under noeviction), while the
-    # next submits start and fail on the job store
-    redis = fleet.store.redis
-    try:
-        redis.config_set("maxmemory", "1")
+    # Given a worker of 4 threads, 20 submits in its broker queue, the first held upstream, on a
+    # Redis of its own: the tests after it on this xdist worker must not meet its maxmemory
+    with start_local_redis() as server:
+        fleet = make_fleet(sandbox=HELD_ANSWERS, on_redis=server.url)
+        fleet.start_worker(concurrency=4)
+        ids = fleet.add({"prompt": f"a full cellar {n}"} for n in range(20))
+        wait_until(lambda: fleet.sandbox.truth(with_requests=False)["totals"]["slowed"] >= 2,
+                   "submits upstream", 30, fleet.workers)  # fmt: skip
+        # When Redis refuses every write for 12 s (maxmemory reached under noeviction), while
+        # the next submits start and fail on the job store
+        fleet.store.redis.config_set("maxmemory", "1")
         time.sleep(12)
         # Then the worker is still there
         assert all(worker.running() for worker in fleet.workers)
-    finally:
-        redis.config_set("maxmemory", "0")
-    # And once Redis takes writes again, every job completes, each submitted once
-    jobs = fleet.wait_all(ids, timeout_s=150)
+        fleet.store.redis.config_set("maxmemory", "0")
+        # And once Redis takes writes again, every job completes, each submitted once
+        jobs = fleet.wait_all(ids, timeout_s=150)
+        fleet.stop()
     assert [job.state for job in jobs] == [JobState.COMPLETED] * 20
     assert sorted(fleet.submits_per_request().values()) == [1] * 20
