@@ -307,11 +307,17 @@ def test_with_celerys_rate_limit_429s_neither_hold_nor_teach_the_fleet(make_worl
 
 
 def test_result_fetches_take_evenly_spaced_poll_slots(make_world):
-    world = make_world(poll_rate_limit=600.0)  # 10 a second, 9.8 with the safety factor
-    waits = [world.limiter.take_slot("poll") for _ in range(4)]
+    """The spacing is read off the slots themselves (the budget's next arrival time after each
+    take), not off waits measured at successive moments, which time passing shrinks."""
+    world = make_world(poll_rate_limit=60.0)  # 1 a second, 0.98 with the safety factor
+    waits, next_slots = [], []
+    for _ in range(4):
+        waits.append(world.limiter.take_slot("poll"))
+        next_slots.append(float(world.budget("poll")["tat"]))
     assert waits[0] == pytest.approx(0.0, abs=0.01)
-    assert [b - a for a, b in itertools.pairwise(waits)] == pytest.approx(
-        [60 / (600 * 0.98)] * 3, abs=0.01
+    assert waits == sorted(waits)
+    assert [b - a for a, b in itertools.pairwise(next_slots)] == pytest.approx(
+        [60 / (60 * 0.98)] * 3, abs=1e-6
     )
 
 
