@@ -19,21 +19,26 @@ from tests.support.fleet import wait_until
 pytestmark = pytest.mark.integration
 
 HELD_ANSWERS = {"slow_probability": 1.0, "slow_s": 2.0}
-"""Every answer is held back 2 s: Redis can be stopped while the submits are upstream."""
+"""Every answer is held back 2 s: Redis refuses writes while submits are upstream."""
+HOLD_S = 20.0
+"""A held call goes by itself after this (well within the HTTP timeout), were a test to fail
+before lifting its hold."""
 REDIS_AWAY_S = 6.0
 """Longer than redis-py's own retries last (10 tries, at most about 4 s)."""
 
 
 def test_a_submit_answered_while_redis_is_away_is_recorded_once_redis_is_back(make_fleet, tmp_path):
-    # Given a worker whose three submits Segmind is about to accept
+    # Given a worker whose three submits Segmind holds (accepted, not yet answered)
     with start_local_redis(appendonly=True, data_dir=tmp_path) as server:
-        fleet = make_fleet(sandbox=HELD_ANSWERS, on_redis=server.url, SEGQ_LEASE_S="20")
+        fleet = make_fleet(on_redis=server.url, SEGQ_LEASE_S="20")
         fleet.start_worker()
+        fleet.sandbox.set_faults(hold_s=HOLD_S)
         ids = fleet.add({"prompt": f"a quarry {n}"} for n in range(3))
-        wait_until(lambda: fleet.sandbox.truth(with_requests=False)["totals"]["slowed"] >= 3,
+        wait_until(lambda: fleet.sandbox.truth(with_requests=False)["held"] == 3,
                    "three submits upstream", 30, fleet.workers)  # fmt: skip
         # When Redis is away while the answers come back
         server.stop()
+        fleet.sandbox.set_faults(hold_s=None)
         time.sleep(REDIS_AWAY_S)
         server.start()
         # Then every job completes, each submitted once, none counted as interrupted
