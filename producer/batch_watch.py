@@ -20,9 +20,10 @@ from typing import Any, Protocol
 from producer.api import Producer
 from producer.output_download import OutputDownloader
 from producer.progress_view import ProgressView, WaitProgress
-from producer.status_view import pause_line
+from producer.status_view import CALLS, hold_line, pause_line
 from shared import redis_keys
 from shared.errors import StoreError
+from shared.fleet_state import RateLimitState
 from shared.job_model import Job, JobState
 from shared.job_store import EVENTS_DRAINED, BatchSummary, store_errors
 from shared.output_files import SavedOutputs
@@ -34,6 +35,8 @@ SWEEP_SLICE_S = 0.2
 """How long each tick spends at most reading jobs to save (a 200k-job batch's full read takes
 a minute or more), so that the progress bar moves meanwhile."""
 
+NOTABLE_HOLD_S = 10.0
+"""The shortest 429 hold a wait notes (``FleetNotice``)."""
 STORE_AWAY_TOLERANCE_S = 120.0
 """How long a wait rides out Redis not answering before it gives up with the error."""
 
@@ -173,9 +176,11 @@ class StoreAway:
             self.since = None
 
 
-class FleetPauseNotice:
-    """Notes when the fleet pauses and resumes while a wait runs: a paused fleet's jobs just sit
-    there, and the figures alone would not say why."""
+class FleetNotice:
+    """Notes when the fleet pauses and resumes, and when a 429's hold stops a kind of call,
+    while a wait runs: either leaves the jobs sitting there (a hold may last up to a day), and
+    the figures alone would not say why. Holds shorter than ``NOTABLE_HOLD_S`` are left out:
+    a 429 storm holds for seconds at a time, over before anyone could act on a note."""
 
     def __init__(self, producer: Producer, view: ProgressView, every_s: float = 5.0) -> None:
         self.producer = producer
@@ -183,6 +188,8 @@ class FleetPauseNotice:
         self.every_s = every_s
         self.read_at: float | None = None
         self.paused = False
+        self.holds: set[tuple[str, str]] = set()
+        """(account, kind) of the holds noted and not yet seen to end."""
 
     def __call__(self) -> None:
         now = time.monotonic()
@@ -193,6 +200,21 @@ class FleetPauseNotice:
         if fleet.paused != self.paused:
             self.view.note(pause_line(fleet, time.time()) if fleet.paused else "fleet resumed")
         self.paused = fleet.paused
+        self._note_holds(fleet.rate_limits)
+
+    def _note_holds(self, states: list[RateLimitState]) -> None:
+        holding = {
+            (state.account, state.kind): state
+            for state in states
+            if state.hold_left_s is not None
+            and ((state.account, state.kind) in self.holds or state.hold_left_s >= NOTABLE_HOLD_S)
+        }
+        for budget, state in holding.items():
+            if budget not in self.holds:
+                self.view.note(f"{hold_line(state)}; segq resume lifts it")
+        for _, kind in sorted(self.holds - holding.keys()):
+            self.view.note(f"{CALLS[kind]} no longer on hold")
+        self.holds = set(holding)
 
 
 def note_expired(saved: SavedOutputs, missing: int) -> None:
@@ -215,7 +237,7 @@ def watch(
 ) -> WaitOutcome:
     """Shows progress until every job has ended or ``timeout_s`` ran out, saving images as jobs
     complete when given a ``downloader``. ``on_tick`` runs between reads: it may note something
-    the figures miss (``FleetPauseNotice``) or raise to stop early (the demo's dead worker)."""
+    the figures miss (``FleetNotice``) or raise to stop early (the demo's dead worker)."""
     deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
     with contextlib.ExitStack() as stack:
         stack.enter_context(view)

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 
 from producer.api import Producer
-from producer.batch_watch import FleetPauseNotice, WaitOutcome, target_of, watch
+from producer.batch_watch import FleetNotice, WaitOutcome, target_of, watch
 from producer.output_download import OutputDownloader, keyless_fetch
 from producer.progress_view import ProgressView, describe, images
 from producer.status_view import write_batch_status_json
@@ -77,7 +77,7 @@ def wait(target_id: str, timeout_s: float | None, download_dir: Path | None, as_
         target = target_of(producer, found)
         view = ProgressView(target_id, console)
         outcome = watch(target, view, timeout_s=timeout_s, downloader=downloader,
-                        on_tick=FleetPauseNotice(producer, view))  # fmt: skip
+                        on_tick=FleetNotice(producer, view))  # fmt: skip
         report_outcome(console, target_id, outcome, download_dir)
         if as_json:
             print_final_json(producer, found)

@@ -13,11 +13,11 @@ import pytest
 from rich.console import Console
 
 from producer import batch_watch, output_download
-from producer.batch_watch import FleetPauseNotice, watch
+from producer.batch_watch import FleetNotice, watch
 from producer.output_download import OutputDownloader
 from producer.progress_view import ProgressView, WaitProgress
 from shared.errors import StoreError
-from shared.fleet_state import FleetState
+from shared.fleet_state import FleetState, RateLimitState
 from shared.job_model import Job, JobState
 
 AWAY = StoreError("Redis did not answer: Timeout reading from socket")
@@ -100,11 +100,36 @@ def test_a_wait_notes_when_the_fleet_pauses_and_resumes_once_each(monkeypatch):
     paused = FleetState(paused=True, reason="card expired", manual=True)
     running = FleetState(paused=False)
     fleet = ScriptedFleet([running, paused, paused, running])
-    notice = FleetPauseNotice(fleet, view, every_s=0)  # type: ignore[arg-type]
+    notice = FleetNotice(fleet, view, every_s=0)  # type: ignore[arg-type]
     watch(ScriptedTarget([progress(0)] * 3 + [progress(2)]), view, on_tick=notice)
     lines = out.getvalue()
     assert lines.count("b: fleet paused by hand: card expired; segq resume to resume") == 1
     assert lines.count("b: fleet resumed") == 1
+
+
+def held(kind: str, left_s: float) -> RateLimitState:
+    return RateLimitState(kind=kind, account="acct", hold_until=1_800_000_000.0 + left_s,  # type: ignore[arg-type]
+                          hold_left_s=left_s)  # fmt: skip
+
+
+def test_a_wait_notes_a_long_429_hold_once_and_its_end_but_not_a_storm_of_short_ones(monkeypatch):
+    monkeypatch.setattr(batch_watch, "TICK_S", 0)
+    view, out = plain_view()
+    states = [
+        FleetState(paused=False, rate_limits=[held("poll", 3.0)]),  # a storm's short hold
+        FleetState(paused=False),
+        FleetState(paused=False, rate_limits=[held("submit", 3600.0)]),
+        FleetState(paused=False, rate_limits=[held("submit", 3595.0), held("poll", 2.0)]),
+        FleetState(paused=False, rate_limits=[held("submit", 4.0)]),  # still the same hold
+        FleetState(paused=False),  # it ran out, or segq resume lifted it
+    ]
+    notice = FleetNotice(ScriptedFleet(states), view, every_s=0)  # type: ignore[arg-type]
+    watch(ScriptedTarget([progress(0)] * 5 + [progress(2)]), view, on_tick=notice)
+    lines = out.getvalue()
+    assert lines.count("b: submits on hold after a 429 until 2027-01-15T09:00:00.000+00:00 "
+                       "(1h00m left); segq resume lifts it") == 1  # fmt: skip
+    assert lines.count("b: submits no longer on hold") == 1
+    assert "status and result calls" not in lines
 
 
 JPEG = b"\xff\xd8\xff\xe0JFIF" + bytes(8)
