@@ -25,7 +25,8 @@ def retry(target_id: str, as_json: bool) -> None:
             key, target_id = "batch_id", target.batch_id
             expired = target.past_retention(retried, JobState.FAILED)
     if as_json:
-        print_json({key: target_id, "retried": retried})
+        print_json({key: target_id, "retried": retried}
+                   | ({"expired_records": expired} if key == "batch_id" else {}))  # fmt: skip
         return
     people().print(f"{target_id}: {retried:,} failed job{'s' * (retried != 1)} queued again")
     if expired:

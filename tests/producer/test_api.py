@@ -551,7 +551,7 @@ def test_async_calls_whose_reply_was_lost_report_what_they_did(settings, sync_pr
     assert asyncio.run(scenario()) == (True, True, 0)
 
 
-def test_export_and_status_json_count_the_jobs_whose_records_are_past_their_retention(
+def test_export_status_and_retry_json_count_the_jobs_whose_records_are_past_their_retention(
     sync_producer, redis_url
 ):
     # Given a batch of three whose first job failed, and whose records were all there
@@ -571,3 +571,6 @@ def test_export_and_status_json_count_the_jobs_whose_records_are_past_their_rete
     # And the status's JSON counts the jobs its list lacks
     status = json.loads(run_segq(env, "status", "aged", "--json").stdout)
     assert (status["total"], len(status["jobs"]), status["expired_records"]) == (3, 2, 1)
+    # And a retry of the batch counts, in its JSON, the failed job it could not run again
+    retried = json.loads(run_segq(env, "retry", "aged", "--json").stdout)
+    assert retried == {"batch_id": "aged", "retried": 0, "expired_records": 1}
