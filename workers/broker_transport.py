@@ -11,10 +11,12 @@ channel does the same work; a channel whose pool was replaced (after a reconnect
 client for the new pool.
 
 Redis refusing a write (out of memory under ``noeviction``, a replica after a failover, a
-master down) is a ``ResponseError`` to kombu, which Celery calls unrecoverable: every worker
-exited, with status 0, which systemd's ``Restart=on-failure`` does not restart. Here those
-errors are connection errors, so the consumer reconnects (finding a new master through the
-Sentinels) and goes on when Redis takes writes again.
+master down, a master short of the replicas ``min-replicas-to-write`` asks for) is a
+``ResponseError`` to kombu, which Celery calls unrecoverable: every worker exited, with status
+0, which systemd's ``Restart=on-failure`` does not restart. Here those errors are connection
+errors, so the consumer reconnects (finding a new master through the Sentinels) and goes on
+when Redis takes writes again. redis-py has no class for NOREPLICAS (a plain
+``ResponseError``, like a mistyped command), so this module registers one with its parsers.
 
 Otherwise the pool, the connections, the keys and the commands are kombu's.
 ``workers.celery_app`` selects these classes for ``redis://`` and ``sentinel://`` brokers;
@@ -26,9 +28,17 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
-from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError
+from redis._parsers.base import BaseParser
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, ResponseError
 
-WRITES_REFUSED = (OutOfMemoryError, ReadOnlyError, MasterDownError)
+
+class NoReplicasError(ResponseError):
+    """NOREPLICAS: the master takes no write while it has fewer replicas than
+    ``min-replicas-to-write`` (the guard against writes lost in a Sentinel failover)."""
+
+
+BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
+WRITES_REFUSED = (OutOfMemoryError, ReadOnlyError, MasterDownError, NoReplicasError)
 
 
 class _OneClientPerChannel:
@@ -45,8 +55,22 @@ class _OneClientPerChannel:
         return client
 
 
+class QoS(kombu_redis.QoS):
+    """An ack that Redis refuses still frees the message's prefetch slot: kombu's leaves it
+    taken, and once the worker's prefetch count of acks had failed, its consumer asked the
+    broker for nothing more, for good (the messages stay in the unacked index, which kombu
+    restores after the visibility timeout; their jobs' leases publish them sooner)."""
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)
+        except WRITES_REFUSED:
+            super(kombu_redis.QoS, self).ack(delivery_tag)
+            raise
+
+
 class Channel(_OneClientPerChannel, kombu_redis.Channel):
-    pass
+    QoS = QoS
 
 
 class Transport(kombu_redis.Transport):
@@ -55,7 +79,7 @@ class Transport(kombu_redis.Transport):
 
 
 class SentinelChannel(_OneClientPerChannel, kombu_redis.SentinelChannel):
-    pass
+    QoS = QoS
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

@@ -14,7 +14,7 @@ import pytest
 
 from shared.job_model import JobState
 from shared.local_redis import start_local_redis
-from tests.support.fleet import wait_until
+from tests.support.fleet import Fleet, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +63,48 @@ def test_workers_outlive_redis_refusing_writes_and_then_finish_every_job(make_fl
         # the next submits start and fail on the job store
         fleet.store.redis.config_set("maxmemory", "1")
         time.sleep(12)
-        # Then the worker is still there
-        assert all(worker.running() for worker in fleet.workers)
-        fleet.store.redis.config_set("maxmemory", "0")
-        # And once Redis takes writes again, every job completes, each submitted once
-        jobs = fleet.wait_all(ids, timeout_s=150)
-        fleet.stop()
-    assert [job.state for job in jobs] == [JobState.COMPLETED] * 20
-    assert sorted(fleet.submits_per_request().values()) == [1] * 20
+        # Then the worker is still there, and once Redis takes writes again every job
+        # completes, each submitted once
+        assert_every_job_done_once_writes_are_taken(fleet, ids, "maxmemory", "0")
+
+
+@pytest.mark.timeout(240)  # its own wait (150 s) must end it first, not the suite's 120 s
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)  # the broker's Redis refuses
+def test_a_worker_whose_acks_redis_refuses_for_want_of_replicas_consumes_again_afterwards(
+    make_fleet, broker_url
+):
+    # Given a worker of 2 threads, on a Redis of its own (broker and job store), whose 20 jobs
+    # are upstream for 5 s, with its prefetch full of polls (two held upstream, two waiting)
+    with start_local_redis() as server:
+        fleet = make_fleet(sandbox={"time_scale": 2.0}, on_redis=server.url, SEGQ_LEASE_S="20")
+        fleet.start_worker(concurrency=2)
+        ids = fleet.add({"prompt": f"a dry well {n}"} for n in range(20))
+        wait_until(lambda: fleet.store.state_counts().get("queued", 0) == 0,
+                   "every job submitted", 30, fleet.workers)  # fmt: skip
+        fleet.sandbox.set_faults(hold_s=HOLD_S)
+        wait_until(lambda: fleet.sandbox.truth(with_requests=False)["held"] == 2
+                   and fleet.store.redis.hlen("unacked") == 4,
+                   "two polls held and four messages reserved", 30, fleet.workers)  # fmt: skip
+        # When the master takes no write for want of a replica (min-replicas-to-write, the guard
+        # against writes a Sentinel failover loses: NOREPLICAS) while those four polls fail on
+        # the job store and their acks are refused
+        fleet.store.redis.config_set("min-replicas-to-write", "1")
+        fleet.sandbox.set_faults(hold_s=None)
+        time.sleep(REDIS_AWAY_S)
+        # Then the worker is still there (a plain ResponseError to kombu, NOREPLICAS ended it),
+        # and once Redis takes writes again it consumes again (the refused acks had kept its
+        # prefetch full for good): every job completes, each submitted once
+        assert_every_job_done_once_writes_are_taken(fleet, ids, "min-replicas-to-write", "0")
+
+
+def assert_every_job_done_once_writes_are_taken(
+    fleet: Fleet, ids: list[str], setting: str, taking: str
+) -> None:
+    """The workers outlived Redis refusing writes; then ``setting`` goes back to ``taking``
+    and every job completes, each submitted upstream once."""
+    assert all(worker.running() for worker in fleet.workers)
+    fleet.store.redis.config_set(setting, taking)
+    jobs = fleet.wait_all(ids, timeout_s=150)
+    fleet.stop()
+    assert [job.state for job in jobs] == [JobState.COMPLETED] * len(ids)
+    assert sorted(fleet.submits_per_request().values()) == [1] * len(ids)
