@@ -57,9 +57,11 @@ def free_port() -> int:
 class LocalRedis:
     """One redis-server child process; `restart()` keeps its port and (with AOF) its data."""
 
-    def __init__(self, data_dir: Path, appendonly: bool = False) -> None:
+    def __init__(self, data_dir: Path, appendonly: bool = False, unix_socket: bool = False) -> None:
         self.data_dir = data_dir
         self.appendonly = appendonly
+        self.socket_path = data_dir / "redis.sock" if unix_socket else None
+        """Where it also listens, if asked to (a short ``data_dir``: sockets allow ~100 bytes)."""
         self.port = free_port()
         self.binary = find_server_binary()
         self.process: subprocess.Popen[bytes] | None = None
@@ -68,10 +70,17 @@ class LocalRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def socket_url(self, db: int = 0) -> str:
+        if self.socket_path is None:
+            raise ConfigurationError("this redis-server was started without a unix socket")
+        return f"unix://{self.socket_path}?db={db}"
+
     def start(self) -> None:
         config = {**SERVER_CONFIG, "port": str(self.port), "dir": str(self.data_dir)}
         if self.appendonly:
             config |= {"appendonly": "yes", "appendfsync": "everysec"}
+        if self.socket_path is not None:
+            config |= {"unixsocket": str(self.socket_path), "unixsocketperm": "700"}
         args = [self.binary]
         for name, value in config.items():
             args += [f"--{name}", value]
@@ -128,13 +137,13 @@ class LocalRedis:
 
 @contextlib.contextmanager
 def start_local_redis(
-    appendonly: bool = False, data_dir: Path | None = None
+    appendonly: bool = False, data_dir: Path | None = None, unix_socket: bool = False
 ) -> Iterator[LocalRedis]:
     """Runs a private redis-server until the block ends, whatever way it ends."""
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segq-redis-")))
-        server = LocalRedis(data_dir, appendonly=appendonly)
+        server = LocalRedis(data_dir, appendonly=appendonly, unix_socket=unix_socket)
         server.start()
         stack.callback(server.stop)
         yield server

@@ -42,6 +42,7 @@ RabbitMQ specifics are in ``broker_queues`` and ``workers/consumer.py``.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from celery import Celery, bootsteps
 from kombu import Queue
@@ -61,6 +62,8 @@ QUORUM_DELIVERY_LIMIT = 10
 BROKER_HEARTBEAT_S = 30
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 REDIS_SCHEME = "redis://"
+UNIX_SCHEME = "unix"
+SOCKET_SCHEME = "redis+socket"
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -70,7 +73,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         **broker_transport_options(settings),
     }
     config: dict[str, object] = {
-        "broker_url": settings.effective_broker_url,
+        "broker_url": kombu_broker_url(settings.effective_broker_url),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_retry": True,
@@ -116,10 +119,21 @@ def celery_config(settings: Settings) -> dict[str, object]:
     return config
 
 
+def kombu_broker_url(url: str) -> str:
+    """kombu knows no ``unix://`` (redis-py's scheme for a Redis socket, which the job store
+    takes): the same socket is ``redis+socket://`` to kombu, its database the virtual host."""
+    parts = urlsplit(url)
+    if parts.scheme != UNIX_SCHEME:
+        return url
+    query = dict(parse_qsl(parts.query))
+    query["virtual_host"] = query.pop("db", "0")
+    return f"{SOCKET_SCHEME}://{parts.netloc}{parts.path}?{urlencode(query)}"
+
+
 def broker_transport(broker_url: str) -> str | None:
     """kombu's transport with a reused Redis client (``workers/broker_transport.py``) for
     ``redis://`` and ``sentinel://`` brokers; None (the URL's own) for any other."""
-    if broker_url.startswith(REDIS_SCHEME):
+    if broker_url.startswith((REDIS_SCHEME, f"{UNIX_SCHEME}://")):
         return "workers.broker_transport:Transport"
     if is_sentinel_url(broker_url):
         return "workers.broker_transport:SentinelTransport"

@@ -1,5 +1,6 @@
 """Redis beyond one open node: passwords, Sentinel URLs (parsed, and against a real Sentinel),
-for the job store and the Celery broker alike. TLS is covered in tests/test_deploy.py."""
+unix sockets, for the job store and the Celery broker alike. TLS is covered in
+tests/test_deploy.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import redis
 
 from shared.errors import ConfigurationError
 from shared.job_store import JobStore
-from shared.local_redis import find_server_binary, free_port
+from shared.local_redis import find_server_binary, free_port, start_local_redis
 from shared.logging_setup import configure_logging
 from shared.redis_connection import (
     SentinelAddress,
@@ -26,7 +27,7 @@ from shared.redis_connection import (
 )
 from shared.settings import load_settings
 from tests.support.brokers import round_trip
-from workers.celery_app import create_app
+from workers.celery_app import create_app, kombu_broker_url
 
 MASTER_PASSWORD = "master-pw-0123"
 SENTINEL_PASSWORD = "sentinel-pw-4567"
@@ -199,3 +200,32 @@ def test_job_store_and_broker_find_the_master_through_a_real_sentinel(master, se
     with app.connection_for_write() as connection:
         payload = round_trip(connection, "segq-sentinel-check")
     assert payload == {"job_id": "j1"}
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("unix:///run/redis.sock", "redis+socket:///run/redis.sock?virtual_host=0"),
+    ("unix:///run/redis.sock?db=3&password=pw", "redis+socket:///run/redis.sock?password=pw&virtual_host=3"),
+    ("redis://127.0.0.1:6379/2", "redis://127.0.0.1:6379/2"),
+])  # fmt: skip
+def test_a_unix_socket_url_reaches_kombu_as_the_same_socket_and_database(url, expected):
+    assert kombu_broker_url(url) == expected
+
+
+def test_job_store_and_broker_share_a_redis_through_its_unix_socket():
+    # Given a redis-server that listens on a unix socket, named by redis-py's unix:// URL
+    with start_local_redis(unix_socket=True) as server:
+        settings = load_settings({}, redis_url=server.socket_url(db=2))
+        # When the job store writes through it
+        store = JobStore.from_settings(settings)
+        store.redis.set("segq:socket-check", "1")
+        store.redis.close()
+        # Then the write landed in database 2
+        direct = redis.Redis(port=server.port, db=2, decode_responses=True)
+        assert direct.get("segq:socket-check") == "1"
+        # And Celery's broker connection (kombu knows no unix://) carries a message through
+        # the same socket, in the same database
+        app = create_app(settings)
+        with app.connection_for_write() as connection:
+            assert round_trip(connection, "segq-socket-check") == {"job_id": "j1"}
+            assert direct.exists("_kombu.binding.segq-socket-check")
+        direct.close()
