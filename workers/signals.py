@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
+from shared.redis_connection import is_sentinel_url
 from shared.settings import Settings, get_settings
 from workers.celery_app import ALL_QUEUES
 from workers.dispatcher import Dispatcher
@@ -52,17 +53,25 @@ def _start_dispatcher(sender: Any = None, **_: Any) -> None:
 @worker_ready.connect
 def _warn_of_risky_settings(sender: Any = None, **_: Any) -> None:
     consumed = sender.app.amqp.queues.consume_from if sender is not None else ALL_QUEUES
-    warnings = settings_warnings(get_settings())
-    warnings += setup_warnings(set(consumed), _maxmemory_policy())
+    settings = get_settings()
+    warnings = settings_warnings(settings)
+    warnings += setup_warnings(
+        set(consumed), _store_config(), sentinel=is_sentinel_url(settings.redis_url)
+    )
     for warning in warnings:
         log.warning("%s", warning)
 
 
-def setup_warnings(consumed: set[str], maxmemory_policy: str | None) -> list[str]:
-    """What this worker sees of the fleet's setup that loses or strands jobs without an error:
-    a segq queue it does not consume (``-Q``; a fleet where no worker does leaves those jobs
-    waiting while their messages pile up, one more each lease), and a Redis that may evict
-    (an evicted record is a lost job, an evicted index strands every job it held)."""
+def setup_warnings(
+    consumed: set[str], store_config: dict[str, str], *, sentinel: bool
+) -> list[str]:
+    """What this worker sees of the fleet's setup that loses or strands jobs, or pays for them
+    twice, without an error: a segq queue it does not consume (``-Q``; a fleet where no worker
+    does leaves those jobs waiting while their messages pile up, one more each lease); a Redis
+    that may evict (an evicted record is a lost job, an evicted index strands every job it
+    held); behind Sentinel, a master that takes writes no replica has (a failover throws them
+    away: a request id just recorded is lost, and its job submitted again). ``store_config``
+    is what ``CONFIG GET`` said of the job store's Redis (nothing where it refused)."""
     warnings = []
     missing = [queue for queue in ALL_QUEUES if queue not in consumed]
     if missing:
@@ -70,21 +79,32 @@ def setup_warnings(consumed: set[str], maxmemory_policy: str | None) -> list[str
             f"this worker does not consume {', '.join(missing)}: unless other workers do, "
             "their jobs never move and the broker gains a message for each every lease"
         )
-    if maxmemory_policy not in (None, "noeviction"):
+    policy = store_config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
         warnings.append(
-            f"the job store's Redis has maxmemory-policy {maxmemory_policy}: under memory "
+            f"the job store's Redis has maxmemory-policy {policy}: under memory "
             "pressure it may evict job records (lost jobs) or segq's indexes (stuck jobs); "
             "set noeviction, as deploy/redis.conf does"
+        )
+    if sentinel and store_config.get("min-replicas-to-write") == "0":
+        warnings.append(
+            "the job store's Redis master (Sentinel) has min-replicas-to-write 0: it takes "
+            "writes no replica has, which a failover throws away, and a job whose request id "
+            "was lost so is submitted (and paid for) again; set min-replicas-to-write 1"
         )
     return warnings
 
 
-def _maxmemory_policy() -> str | None:
-    """None where Redis does not say (``CONFIG`` renamed or refused, as managed ones may)."""
-    try:
-        return runtime().store.redis.config_get("maxmemory-policy").get("maxmemory-policy")
-    except redis.RedisError:
-        return None
+def _store_config() -> dict[str, str]:
+    """Nothing where Redis does not say (``CONFIG`` renamed or refused, as managed ones may).
+    One name a ``CONFIG GET``: Redis before 7 takes only one."""
+    found: dict[str, str] = {}
+    for name in ("maxmemory-policy", "min-replicas-to-write"):
+        try:
+            found |= runtime().store.redis.config_get(name)
+        except redis.RedisError:
+            break
+    return found
 
 
 def settings_warnings(settings: Settings) -> list[str]:

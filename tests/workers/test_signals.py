@@ -39,11 +39,15 @@ def test_webhooks_that_cannot_be_signed_are_warned_of():
 
 
 def test_a_fleet_setup_that_strands_or_loses_jobs_is_warned_of():
-    assert setup_warnings(set(ALL_QUEUES), "noeviction") == []
-    assert setup_warnings(set(ALL_QUEUES), None) == []  # CONFIG refused: nothing to say
-    [queues, policy] = setup_warnings({"segq-submits", "segq-polls"}, "allkeys-lru")
+    safe = {"maxmemory-policy": "noeviction", "min-replicas-to-write": "1"}
+    assert setup_warnings(set(ALL_QUEUES), safe, sentinel=True) == []
+    assert setup_warnings(set(ALL_QUEUES), {}, sentinel=True) == []  # CONFIG refused: no word
+    risky = {"maxmemory-policy": "allkeys-lru", "min-replicas-to-write": "0"}
+    [queues, policy] = setup_warnings({"segq-submits", "segq-polls"}, risky, sentinel=False)
     assert queues.startswith("this worker does not consume segq-submits-interactive, segq-notify")
     assert policy.startswith("the job store's Redis has maxmemory-policy allkeys-lru")
+    [_, _, replicas] = setup_warnings({"segq-submits", "segq-polls"}, risky, sentinel=True)
+    assert replicas.startswith("the job store's Redis master (Sentinel) has min-replicas-to-")
 
 
 @pytest.mark.integration
