@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from shared.settings import Settings
 
@@ -152,8 +152,10 @@ def _secrets_of(settings: Settings) -> list[str]:
 
 
 def _password_in(url: str) -> str:
+    """The URL's password: in its userinfo, or (redis-py takes both) a ``password=`` query."""
     try:
-        return unquote(urlsplit(url.strip()).password or "")
+        parts = urlsplit(url.strip())
+        return unquote(parts.password or "") or dict(parse_qsl(parts.query)).get("password", "")
     except ValueError:
         return ""
 

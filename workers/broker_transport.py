@@ -19,8 +19,9 @@ when Redis takes writes again. redis-py has no class for NOREPLICAS (a plain
 ``ResponseError``, like a mistyped command), so this module registers one with its parsers.
 
 Otherwise the pool, the connections, the keys and the commands are kombu's.
-``workers.celery_app`` selects these classes for ``redis://`` and ``sentinel://`` brokers;
-``rediss://`` keeps kombu's own transport, which is also what turns TLS on for that scheme.
+``workers.celery_app`` selects these classes for ``redis://``, ``unix://`` and ``sentinel://``
+brokers; ``rediss://`` keeps kombu's own transport, which is also what turns TLS on for that
+scheme.
 """
 
 from __future__ import annotations

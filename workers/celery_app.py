@@ -42,7 +42,7 @@ RabbitMQ specifics are in ``broker_queues`` and ``workers/consumer.py``.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from celery import Celery, bootsteps
 from kombu import Queue
@@ -121,18 +121,24 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 def kombu_broker_url(url: str) -> str:
     """kombu knows no ``unix://`` (redis-py's scheme for a Redis socket, which the job store
-    takes): the same socket is ``redis+socket://`` to kombu, its database the virtual host."""
+    takes): the same socket is ``redis+socket://`` to kombu, its database the virtual host.
+    A login given as a query (redis-py takes ``?password=``) moves to the userinfo, the one
+    place kombu reads it from, and masks it in what it logs."""
     parts = urlsplit(url)
     if parts.scheme != UNIX_SCHEME:
         return url
     query = dict(parse_qsl(parts.query))
     query["virtual_host"] = query.pop("db", "0")
-    return f"{SOCKET_SCHEME}://{parts.netloc}{parts.path}?{urlencode(query)}"
+    netloc = parts.netloc
+    if "password" in query:
+        user = quote(query.pop("username", parts.username or ""), safe="")
+        netloc = f"{user}:{quote(query.pop('password'), safe='')}@"
+    return f"{SOCKET_SCHEME}://{netloc}{parts.path}?{urlencode(query)}"
 
 
 def broker_transport(broker_url: str) -> str | None:
     """kombu's transport with a reused Redis client (``workers/broker_transport.py``) for
-    ``redis://`` and ``sentinel://`` brokers; None (the URL's own) for any other."""
+    ``redis://``, ``unix://`` and ``sentinel://`` brokers; None (the URL's own) for any other."""
     if broker_url.startswith((REDIS_SCHEME, f"{UNIX_SCHEME}://")):
         return "workers.broker_transport:Transport"
     if is_sentinel_url(broker_url):

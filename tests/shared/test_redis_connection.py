@@ -78,10 +78,14 @@ def test_the_broker_gets_the_master_name_and_sentinel_password_only_for_sentinel
     assert options["visibility_timeout"] == sentinel.visibility_timeout_s
 
 
-def test_passwords_in_redis_and_broker_urls_never_reach_a_log_line():
+@pytest.mark.parametrize("redis_url", [
+    f"redis://:{MASTER_PASSWORD}@h:6379/0",
+    f"unix:///run/redis.sock?db=0&password={MASTER_PASSWORD}",  # redis-py's query form
+])  # fmt: skip
+def test_passwords_in_redis_and_broker_urls_never_reach_a_log_line(redis_url):
     settings = load_settings(
         {},
-        redis_url=f"redis://:{MASTER_PASSWORD}@h:6379/0",
+        redis_url=redis_url,
         broker_url=f"sentinel://u:{MASTER_PASSWORD}x@s1:26379/1;sentinel://s2",
         redis_sentinel_password=SENTINEL_PASSWORD,
     )
@@ -204,7 +208,9 @@ def test_job_store_and_broker_find_the_master_through_a_real_sentinel(master, se
 
 @pytest.mark.parametrize(("url", "expected"), [
     ("unix:///run/redis.sock", "redis+socket:///run/redis.sock?virtual_host=0"),
-    ("unix:///run/redis.sock?db=3&password=pw", "redis+socket:///run/redis.sock?password=pw&virtual_host=3"),
+    ("unix://:p%40ss@/run/redis.sock?db=3", "redis+socket://:p%40ss@/run/redis.sock?virtual_host=3"),
+    ("unix:///run/redis.sock?db=3&password=p@ss", "redis+socket://:p%40ss@/run/redis.sock?virtual_host=3"),
+    ("unix:///run/r.sock?username=u&password=pw", "redis+socket://u:pw@/run/r.sock?virtual_host=0"),
     ("redis://127.0.0.1:6379/2", "redis://127.0.0.1:6379/2"),
 ])  # fmt: skip
 def test_a_unix_socket_url_reaches_kombu_as_the_same_socket_and_database(url, expected):
@@ -212,15 +218,20 @@ def test_a_unix_socket_url_reaches_kombu_as_the_same_socket_and_database(url, ex
 
 
 def test_job_store_and_broker_share_a_redis_through_its_unix_socket():
-    # Given a redis-server that listens on a unix socket, named by redis-py's unix:// URL
+    # Given a password-protected redis-server that listens on a unix socket, named by redis-py's
+    # unix:// URL with the password as a query (kombu reads none there)
     with start_local_redis(unix_socket=True) as server:
-        settings = load_settings({}, redis_url=server.socket_url(db=2))
+        with redis.Redis(port=server.port) as admin:
+            admin.config_set("requirepass", MASTER_PASSWORD)
+        url = f"{server.socket_url(db=2)}&password={MASTER_PASSWORD}"
+        settings = load_settings({}, redis_url=url)
         # When the job store writes through it
         store = JobStore.from_settings(settings)
         store.redis.set("segq:socket-check", "1")
         store.redis.close()
         # Then the write landed in database 2
-        direct = redis.Redis(port=server.port, db=2, decode_responses=True)
+        direct = redis.Redis(port=server.port, db=2, password=MASTER_PASSWORD,
+                             decode_responses=True)  # fmt: skip
         assert direct.get("segq:socket-check") == "1"
         # And Celery's broker connection (kombu knows no unix://) carries a message through
         # the same socket, in the same database
