@@ -64,6 +64,7 @@ AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 REDIS_SCHEME = "redis://"
 UNIX_SCHEME = "unix"
 SOCKET_SCHEME = "redis+socket"
+REDIS_URL_SCHEMES = ("redis", "rediss", UNIX_SCHEME)
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
@@ -120,20 +121,26 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def kombu_broker_url(url: str) -> str:
-    """kombu knows no ``unix://`` (redis-py's scheme for a Redis socket, which the job store
-    takes): the same socket is ``redis+socket://`` to kombu, its database the virtual host.
-    A login given as a query (redis-py takes ``?password=``) moves to the userinfo, the one
-    place kombu reads it from, and masks it in what it logs."""
+    """The broker URL as kombu reads it. redis-py (the job store) also takes a login as a query
+    (``?password=``), which kombu refuses (it reads, and masks in what it logs, only the
+    userinfo): the login moves there. And kombu knows no ``unix://``, redis-py's scheme for a
+    socket: the same socket is ``redis+socket://`` to kombu, its database the virtual host."""
     parts = urlsplit(url)
-    if parts.scheme != UNIX_SCHEME:
-        return url
     query = dict(parse_qsl(parts.query))
-    query["virtual_host"] = query.pop("db", "0")
-    netloc = parts.netloc
+    if parts.scheme not in REDIS_URL_SCHEMES or (
+        "password" not in query and parts.scheme != UNIX_SCHEME
+    ):
+        return url
+    scheme, netloc = parts.scheme, parts.netloc
     if "password" in query:
         user = quote(query.pop("username", parts.username or ""), safe="")
-        netloc = f"{user}:{quote(query.pop('password'), safe='')}@"
-    return f"{SOCKET_SCHEME}://{netloc}{parts.path}?{urlencode(query)}"
+        host = netloc.rpartition("@")[2]
+        netloc = f"{user}:{quote(query.pop('password'), safe='')}@{host}"
+    if scheme == UNIX_SCHEME:
+        scheme = SOCKET_SCHEME
+        query["virtual_host"] = query.pop("db", "0")
+    rest = f"?{urlencode(query)}" if query else ""
+    return f"{scheme}://{netloc}{parts.path}{rest}"
 
 
 def broker_transport(broker_url: str) -> str | None:

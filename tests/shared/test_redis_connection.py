@@ -180,6 +180,19 @@ def test_a_password_protected_redis_is_reached_with_the_url_and_refused_without(
     wrong.close()
 
 
+def test_a_password_given_as_a_query_reaches_the_job_store_and_the_broker(master):
+    # Given redis-py's other way to give the password: a query (kombu reads none there)
+    settings = load_settings(
+        {}, redis_url=f"redis://127.0.0.1:{master}/1?password={MASTER_PASSWORD}"
+    )
+    # Then the job store answers, and Celery's broker connection carries a message
+    store = JobStore.from_settings(settings)
+    assert store.redis.ping()
+    store.redis.close()
+    with create_app(settings).connection_for_write() as connection:
+        assert round_trip(connection, "segq-query-login-check") == {"job_id": "j1"}
+
+
 def test_job_store_and_broker_find_the_master_through_a_real_sentinel(master, sentinel):
     # Given URLs naming the real Sentinel first and one that is down after it
     down = free_port()
@@ -212,8 +225,12 @@ def test_job_store_and_broker_find_the_master_through_a_real_sentinel(master, se
     ("unix:///run/redis.sock?db=3&password=p@ss", "redis+socket://:p%40ss@/run/redis.sock?virtual_host=3"),
     ("unix:///run/r.sock?username=u&password=pw", "redis+socket://u:pw@/run/r.sock?virtual_host=0"),
     ("redis://127.0.0.1:6379/2", "redis://127.0.0.1:6379/2"),
+    ("redis://h:6379/2?password=p@ss", "redis://:p%40ss@h:6379/2"),
+    ("rediss://u@h:6380/0?password=pw&ssl_cert_reqs=required",
+     "rediss://u:pw@h:6380/0?ssl_cert_reqs=required"),
+    ("amqp://guest:guest@h:5672//", "amqp://guest:guest@h:5672//"),
 ])  # fmt: skip
-def test_a_unix_socket_url_reaches_kombu_as_the_same_socket_and_database(url, expected):
+def test_a_redis_url_reaches_kombu_with_its_login_where_kombu_reads_it(url, expected):
     assert kombu_broker_url(url) == expected
 
 
