@@ -42,7 +42,7 @@ RabbitMQ specifics are in ``broker_queues`` and ``workers/consumer.py``.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from celery import Celery, bootsteps
 from kombu import Queue
@@ -133,7 +133,7 @@ def kombu_broker_url(url: str) -> str:
         return url
     scheme, netloc = parts.scheme, parts.netloc
     if "password" in query:
-        user = quote(query.pop("username", parts.username or ""), safe="")
+        user = quote(query.pop("username", None) or unquote(parts.username or ""), safe="")
         host = netloc.rpartition("@")[2]
         netloc = f"{user}:{quote(query.pop('password'), safe='')}@{host}"
     if scheme == UNIX_SCHEME:

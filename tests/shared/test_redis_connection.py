@@ -226,8 +226,8 @@ def test_job_store_and_broker_find_the_master_through_a_real_sentinel(master, se
     ("unix:///run/r.sock?username=u&password=pw", "redis+socket://u:pw@/run/r.sock?virtual_host=0"),
     ("redis://127.0.0.1:6379/2", "redis://127.0.0.1:6379/2"),
     ("redis://h:6379/2?password=p@ss", "redis://:p%40ss@h:6379/2"),
-    ("rediss://u@h:6380/0?password=pw&ssl_cert_reqs=required",
-     "rediss://u:pw@h:6380/0?ssl_cert_reqs=required"),
+    ("rediss://u%40x@h:6380/0?password=pw&ssl_cert_reqs=required",
+     "rediss://u%40x:pw@h:6380/0?ssl_cert_reqs=required"),
     ("amqp://guest:guest@h:5672//", "amqp://guest:guest@h:5672//"),
 ])  # fmt: skip
 def test_a_redis_url_reaches_kombu_with_its_login_where_kombu_reads_it(url, expected):
