@@ -25,6 +25,9 @@ from workers.runtime import runtime
 
 log = logging.getLogger("segq.worker")
 
+REPLICA_GUARD = ("min-replicas-to-write", "min-replicas-max-lag")
+"""A master's guard against writes a failover throws away; either at 0 turns it off."""
+
 _dispatchers: list[Dispatcher] = []
 _heartbeats: list[Heartbeat] = []
 
@@ -86,11 +89,13 @@ def setup_warnings(
             "pressure it may evict job records (lost jobs) or segq's indexes (stuck jobs); "
             "set noeviction, as deploy/redis.conf does"
         )
-    if sentinel and store_config.get("min-replicas-to-write") == "0":
+    guard = [f"{name} 0" for name in REPLICA_GUARD if store_config.get(name) == "0"]
+    if sentinel and guard:
         warnings.append(
-            "the job store's Redis master (Sentinel) has min-replicas-to-write 0: it takes "
+            f"the job store's Redis master (Sentinel) has {' and '.join(guard)}: it takes "
             "writes no replica has, which a failover throws away, and a job whose request id "
-            "was lost so is submitted (and paid for) again; set min-replicas-to-write 1"
+            "was lost so is submitted (and paid for) again; set min-replicas-to-write 1 and "
+            "min-replicas-max-lag 10"
         )
     return warnings
 
@@ -99,7 +104,7 @@ def _store_config() -> dict[str, str]:
     """Nothing where Redis does not say (``CONFIG`` renamed or refused, as managed ones may).
     One name a ``CONFIG GET``: Redis before 7 takes only one."""
     found: dict[str, str] = {}
-    for name in ("maxmemory-policy", "min-replicas-to-write"):
+    for name in ("maxmemory-policy", *REPLICA_GUARD):
         try:
             found |= runtime().store.redis.config_get(name)
         except redis.RedisError:

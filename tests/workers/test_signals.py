@@ -39,7 +39,8 @@ def test_webhooks_that_cannot_be_signed_are_warned_of():
 
 
 def test_a_fleet_setup_that_strands_or_loses_jobs_is_warned_of():
-    safe = {"maxmemory-policy": "noeviction", "min-replicas-to-write": "1"}
+    safe = {"maxmemory-policy": "noeviction", "min-replicas-to-write": "1",
+            "min-replicas-max-lag": "10"}  # fmt: skip
     assert setup_warnings(set(ALL_QUEUES), safe, sentinel=True) == []
     assert setup_warnings(set(ALL_QUEUES), {}, sentinel=True) == []  # CONFIG refused: no word
     risky = {"maxmemory-policy": "allkeys-lru", "min-replicas-to-write": "0"}
@@ -48,6 +49,8 @@ def test_a_fleet_setup_that_strands_or_loses_jobs_is_warned_of():
     assert policy.startswith("the job store's Redis has maxmemory-policy allkeys-lru")
     [_, _, replicas] = setup_warnings({"segq-submits", "segq-polls"}, risky, sentinel=True)
     assert replicas.startswith("the job store's Redis master (Sentinel) has min-replicas-to-")
+    [lag] = setup_warnings(set(ALL_QUEUES), {**safe, "min-replicas-max-lag": "0"}, sentinel=True)
+    assert lag.startswith("the job store's Redis master (Sentinel) has min-replicas-max-lag 0:")
 
 
 @pytest.mark.integration
