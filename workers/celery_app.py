@@ -121,17 +121,19 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def kombu_broker_url(url: str) -> str:
-    """The broker URL as kombu reads it. redis-py (the job store) also takes a login as a query
-    (``?password=``), which kombu refuses (it reads, and masks in what it logs, only the
-    userinfo): the login moves there. And kombu knows no ``unix://``, redis-py's scheme for a
-    socket: the same socket is ``redis+socket://`` to kombu, its database the virtual host."""
+    """The broker URL as kombu reads it, for the Redis and database the job store's redis-py
+    reads from the same URL. redis-py also takes a login as a query (``?password=``), which
+    kombu refuses (it reads, and masks in what it logs, only the userinfo): the login moves
+    there. redis-py takes ``?db=`` before the path, kombu only the path: the database moves
+    there. And kombu knows no ``unix://``, redis-py's scheme for a socket: the same socket is
+    ``redis+socket://`` to kombu, its database the virtual host."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    if parts.scheme not in REDIS_URL_SCHEMES or (
-        "password" not in query and parts.scheme != UNIX_SCHEME
+    if parts.scheme not in REDIS_URL_SCHEMES or not (
+        {"password", "db"} & query.keys() or parts.scheme == UNIX_SCHEME
     ):
         return url
-    scheme, netloc = parts.scheme, parts.netloc
+    scheme, netloc, path = parts.scheme, parts.netloc, parts.path
     if "password" in query:
         user = quote(query.pop("username", None) or unquote(parts.username or ""), safe="")
         host = netloc.rpartition("@")[2]
@@ -139,8 +141,10 @@ def kombu_broker_url(url: str) -> str:
     if scheme == UNIX_SCHEME:
         scheme = SOCKET_SCHEME
         query["virtual_host"] = query.pop("db", "0")
+    elif "db" in query:
+        path = f"/{query.pop('db')}"
     rest = f"?{urlencode(query)}" if query else ""
-    return f"{scheme}://{netloc}{parts.path}{rest}"
+    return f"{scheme}://{netloc}{path}{rest}"
 
 
 def broker_transport(broker_url: str) -> str | None:

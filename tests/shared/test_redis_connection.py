@@ -180,17 +180,20 @@ def test_a_password_protected_redis_is_reached_with_the_url_and_refused_without(
     wrong.close()
 
 
-def test_a_password_given_as_a_query_reaches_the_job_store_and_the_broker(master):
-    # Given redis-py's other way to give the password: a query (kombu reads none there)
-    settings = load_settings(
-        {}, redis_url=f"redis://127.0.0.1:{master}/1?password={MASTER_PASSWORD}"
-    )
-    # Then the job store answers, and Celery's broker connection carries a message
+def test_a_password_and_database_given_as_a_query_reach_the_job_store_and_the_broker(master):
+    # Given redis-py's other way to name the password and the database: a query (kombu reads
+    # neither there)
+    url = f"redis://127.0.0.1:{master}/?db=1&password={MASTER_PASSWORD}"
+    settings = load_settings({}, redis_url=url)
+    # Then the job store answers, and Celery's broker connection carries a message, both in
+    # database 1
     store = JobStore.from_settings(settings)
-    assert store.redis.ping()
+    store.redis.set("segq:query-check", "1")
     store.redis.close()
     with create_app(settings).connection_for_write() as connection:
-        assert round_trip(connection, "segq-query-login-check") == {"job_id": "j1"}
+        assert round_trip(connection, "segq-query-check") == {"job_id": "j1"}
+    with redis.Redis(port=master, password=MASTER_PASSWORD, db=1) as direct:
+        assert direct.exists("segq:query-check", "_kombu.binding.segq-query-check") == 2
 
 
 def test_job_store_and_broker_find_the_master_through_a_real_sentinel(master, sentinel):
@@ -228,9 +231,13 @@ def test_job_store_and_broker_find_the_master_through_a_real_sentinel(master, se
     ("redis://h:6379/2?password=p@ss", "redis://:p%40ss@h:6379/2"),
     ("rediss://u%40x@h:6380/0?password=pw&ssl_cert_reqs=required",
      "rediss://u%40x:pw@h:6380/0?ssl_cert_reqs=required"),
+    ("redis://h:6379/0?db=3", "redis://h:6379/3"),  # redis-py: the query before the path
+    ("redis://h?db=3&password=pw", "redis://:pw@h/3"),
     ("amqp://guest:guest@h:5672//", "amqp://guest:guest@h:5672//"),
 ])  # fmt: skip
-def test_a_redis_url_reaches_kombu_with_its_login_where_kombu_reads_it(url, expected):
+def test_a_redis_url_reaches_kombu_with_its_login_and_database_where_kombu_reads_them(
+    url, expected
+):
     assert kombu_broker_url(url) == expected
 
 
