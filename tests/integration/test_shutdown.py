@@ -8,6 +8,7 @@ out.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from celery import Celery
 
 from shared.job_model import JobState
+from shared.local_redis import start_local_redis
 from shared.worker_health import read_report
 from tests.support.fleet import REPO, Fleet, Process, wait_until
 
@@ -149,3 +151,42 @@ def test_segq_health_says_alive_and_ready_while_the_worker_runs_and_not_after(ma
         answer = segq_health(fleet, health_file, *options)
         assert answer.returncode == 1
         assert "no worker health file" in answer.stderr
+
+
+FROZEN_MAX_AGE_S = "10"
+"""The stamps' max age the frozen-broker test asks for (the default, 60 s, would cost a minute)."""
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)  # a broker Redis of its own
+def test_segq_health_says_unready_while_the_broker_answers_nothing_and_ready_again_after(
+    make_fleet, broker_url, tmp_path
+):
+    # Given a ready worker whose broker is a Redis of its own
+    with start_local_redis() as broker:
+        fleet = make_fleet(SEGQ_BROKER_URL=broker.url)
+        health_file = tmp_path / "health.json"
+        worker = fleet.start_worker(concurrency=2, SEGQ_HEALTH_FILE=str(health_file))
+
+        def health(*options: str) -> subprocess.CompletedProcess:
+            return segq_health(fleet, health_file, "--max-age-s", FROZEN_MAX_AGE_S, *options)
+
+        wait_until(lambda: health("--ready").returncode == 0, "ready", 30, [worker])
+        # When the broker stops answering with its connections open (SIGSTOP: a frozen host,
+        # no reset for the worker to notice) while jobs wait to be published
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            ids = fleet.add({"prompt": f"a frozen pond {n}"} for n in range(10))
+            # Then readiness fails, naming the broker, once the stamps are older than the max
+            # age, while liveness holds
+            unready = wait_until(lambda: (answer := health("--ready")).returncode == 1 and answer,
+                                 "unready", 40, [worker])  # fmt: skip
+            assert "consumer loop (broker)" in unready.stderr
+            assert health().returncode == 0
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        # And once the broker answers again the worker is ready again and runs every job
+        wait_until(lambda: health("--ready").returncode == 0, "ready again", 30, [worker])
+        jobs = fleet.wait_all(ids, timeout_s=60)
+        fleet.stop()
+    assert {job.state for job in jobs} == {JobState.COMPLETED}
