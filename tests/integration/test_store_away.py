@@ -68,11 +68,23 @@ def test_workers_outlive_redis_refusing_writes_and_then_finish_every_job(make_fl
         assert_every_job_done_once_writes_are_taken(fleet, ids, "maxmemory", "0")
 
 
+WRITES_REFUSED = {
+    "no replicas": ("min-replicas-to-write", "1", "0"),
+    "out of memory": ("maxmemory", "1", "0"),
+}
+"""How a master comes to refuse writes, as (setting, refusing value, value after): for want of
+the replica ``min-replicas-to-write`` asks for (NOREPLICAS: every write, acks too; the guard
+against writes a Sentinel failover loses), or full under noeviction (OOM: writes that add,
+such as the unacked entry of a message the consumer takes; deletes, acks among them, go on)."""
+
+
 @pytest.mark.timeout(240)  # its own wait (150 s) must end it first, not the suite's 120 s
 @pytest.mark.parametrize("broker_url", ["redis"], indirect=True)  # the broker's Redis refuses
-def test_a_worker_whose_acks_redis_refuses_for_want_of_replicas_consumes_again_afterwards(
-    make_fleet, broker_url
+@pytest.mark.parametrize("refusal", list(WRITES_REFUSED))
+def test_a_worker_consuming_while_its_broker_refuses_writes_consumes_again_afterwards(
+    make_fleet, broker_url, refusal
 ):
+    setting, refusing, taking = WRITES_REFUSED[refusal]
     # Given a worker of 2 threads, on a Redis of its own (broker and job store), whose 20 jobs
     # are upstream for 5 s, with its prefetch full of polls (two held upstream, two waiting)
     with start_local_redis() as server:
@@ -85,16 +97,16 @@ def test_a_worker_whose_acks_redis_refuses_for_want_of_replicas_consumes_again_a
         wait_until(lambda: fleet.sandbox.truth(with_requests=False)["held"] == 2
                    and fleet.store.redis.hlen("unacked") == 4,
                    "two polls held and four messages reserved", 30, fleet.workers)  # fmt: skip
-        # When the master takes no write for want of a replica (min-replicas-to-write, the guard
-        # against writes a Sentinel failover loses: NOREPLICAS) while those four polls fail on
-        # the job store and their acks are refused
-        fleet.store.redis.config_set("min-replicas-to-write", "1")
+        # When Redis refuses writes while those four polls fail on the job store, their acks
+        # are sent (refused for want of replicas) and the consumer takes the next messages
+        # (their unacked entries refused when Redis is full)
+        fleet.store.redis.config_set(setting, refusing)
         fleet.sandbox.set_faults(hold_s=None)
         time.sleep(REDIS_AWAY_S)
-        # Then the worker is still there (a plain ResponseError to kombu, NOREPLICAS ended it),
-        # and once Redis takes writes again it consumes again (the refused acks had kept its
-        # prefetch full for good): every job completes, each submitted once
-        assert_every_job_done_once_writes_are_taken(fleet, ids, "min-replicas-to-write", "0")
+        # Then the worker is still there (kombu took either refusal for a fatal error and the
+        # worker exited), and once Redis takes writes again it consumes again (refused acks
+        # had kept its prefetch full for good): every job completes, each submitted once
+        assert_every_job_done_once_writes_are_taken(fleet, ids, setting, taking)
 
 
 def assert_every_job_done_once_writes_are_taken(
