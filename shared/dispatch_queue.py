@@ -20,7 +20,8 @@ from shared.job_store import JobStore, store_errors
 from shared.settings import Settings
 
 REPAIR_CHUNK = 1000
-"""In-flight jobs one ``repair_due`` script call looks at: about a millisecond of Redis."""
+"""In-flight jobs one ``repair_due`` script call looks at, so that a pass over a large
+``segq:inflight`` holds Redis for many short calls, never one long one."""
 
 
 @dataclass(frozen=True)

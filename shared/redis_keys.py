@@ -29,11 +29,11 @@ segq:notify:lanes                   set     none; cancelled batches whose queued
 segq:notify:lane:{batch_id}         list    retention; those jobs: the batch's bulk lane,
                                             renamed when the batch was cancelled
 segq:reply:{token}                  hash    1 minute, or the retention if shorter (job.lua's
-                                            REPLY_KEPT_S); what a producer's
-                                            call changed, a field per script call (add_jobs,
-                                            retry_job), so a call that Redis ran but whose
-                                            reply a broken connection lost is answered the
-                                            same when redis-py sends it again (RECONNECTS)
+                                            REPLY_KEPT_S); what a producer's call changed, a
+                                            field per script call (add_jobs, retry_job), so a
+                                            call that Redis ran but whose reply a broken
+                                            connection lost is answered the same when
+                                            redis-py sends it again (RECONNECTS)
 segq:events:{job_id}                pubsub  -; the job's end, published by the ending script;
                                             a batch's waiters match segq:events:{batch_id}.*
 segq:stats                          hash    none; jobs per state, fleet-wide (job scripts)

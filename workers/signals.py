@@ -58,9 +58,9 @@ def _warn_of_risky_settings(sender: Any = None, **_: Any) -> None:
     consumed = sender.app.amqp.queues.consume_from if sender is not None else ALL_QUEUES
     settings = get_settings()
     warnings = settings_warnings(settings)
-    warnings += setup_warnings(
-        set(consumed), _store_config(), sentinel=is_sentinel_url(settings.redis_url)
-    )
+    sentinel = is_sentinel_url(settings.redis_url)
+    config_names = ("maxmemory-policy", *(REPLICA_GUARD if sentinel else ()))
+    warnings += setup_warnings(set(consumed), _store_config(config_names), sentinel=sentinel)
     for warning in warnings:
         log.warning("%s", warning)
 
@@ -100,11 +100,11 @@ def setup_warnings(
     return warnings
 
 
-def _store_config() -> dict[str, str]:
+def _store_config(names: tuple[str, ...]) -> dict[str, str]:
     """Nothing where Redis does not say (``CONFIG`` renamed or refused, as managed ones may).
     One name a ``CONFIG GET``: Redis before 7 takes only one."""
     found: dict[str, str] = {}
-    for name in ("maxmemory-policy", *REPLICA_GUARD):
+    for name in names:
         try:
             found |= runtime().store.redis.config_get(name)
         except redis.RedisError:

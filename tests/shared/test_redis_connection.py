@@ -256,11 +256,10 @@ def test_job_store_and_broker_share_a_redis_through_its_unix_socket():
         # Then the write landed in database 2
         direct = redis.Redis(port=server.port, db=2, password=MASTER_PASSWORD,
                              decode_responses=True)  # fmt: skip
-        assert direct.get("segq:socket-check") == "1"
-        # And Celery's broker connection (kombu knows no unix://) carries a message through
-        # the same socket, in the same database
-        app = create_app(settings)
-        with app.connection_for_write() as connection:
-            assert round_trip(connection, "segq-socket-check") == {"job_id": "j1"}
+        with direct:
+            assert direct.get("segq:socket-check") == "1"
+            # And Celery's broker connection (kombu knows no unix://) carries a message
+            # through the same socket, in the same database
+            with create_app(settings).connection_for_write() as connection:
+                assert round_trip(connection, "segq-socket-check") == {"job_id": "j1"}
             assert direct.exists("_kombu.binding.segq-socket-check")
-        direct.close()
