@@ -102,10 +102,13 @@ class Bench:
 
     @contextmanager
     def fleet(
-        self, upstream: dict[str, Any], worker_options: Sequence[str] | None = ()
+        self,
+        upstream: dict[str, Any],
+        worker_options: Sequence[str] | None = (),
+        **worker_env: str,
     ) -> Iterator[Fleet]:
         """An empty Redis, a sandbox with ``upstream``'s knobs and one worker (``celery worker``
-        options added; None: no worker); all stopped after."""
+        options and environment added; None: no worker); all stopped after."""
         client = client_for(self.redis_url)
         client.flushall()
         with start_sandbox(SandboxConfig.model_validate(upstream)) as sandbox:
@@ -114,7 +117,8 @@ class Bench:
             fleet = Fleet(self.redis_url, sandbox, tmp, {}, JobStore(client, retention_s=3600))
             try:
                 if worker_options is not None:
-                    fleet.start_worker(concurrency=self.concurrency, celery_options=worker_options)
+                    fleet.start_worker(concurrency=self.concurrency, celery_options=worker_options,
+                                       **worker_env)  # fmt: skip
                 yield fleet
             finally:
                 stop_all(fleet)
@@ -141,9 +145,9 @@ def wait_completed(fleet: Fleet, count: int, timeout_s: float, poll_s: float = 0
 
 
 def segq_jobs_per_s(
-    bench: Bench, jobs: int, worker_options: Sequence[str] = ()
+    bench: Bench, jobs: int, worker_options: Sequence[str] = (), **worker_env: str
 ) -> dict[str, float]:
-    with bench.fleet(FAST_UPSTREAM, worker_options) as fleet:
+    with bench.fleet(FAST_UPSTREAM, worker_options, **worker_env) as fleet:
         pid = fleet.workers[0].popen.pid
         fleet.add(prompts("warm", WARM_JOBS))
         wait_completed(fleet, WARM_JOBS, 60)
@@ -157,12 +161,12 @@ def segq_jobs_per_s(
             "tasks_per_job": 1 + polls / jobs}  # fmt: skip
 
 
-def steps_alone_cpu_ms(bench: Bench, jobs: int) -> float:
+def steps_alone_cpu_ms(bench: Bench, jobs: int, **child_env: str) -> float:
     """segq's own CPU per job with no Celery: ``run_steps_alone`` in a child process."""
     with bench.fleet(FAST_UPSTREAM, worker_options=None) as fleet:
         fleet.add(prompts("alone", jobs))
         command = [*SELF, "--steps-alone", str(jobs)]
-        child = subprocess.run(command, env=fleet.env(), cwd=REPO, capture_output=True,
+        child = subprocess.run(command, env=fleet.env(**child_env), cwd=REPO, capture_output=True,
                                text=True, timeout=jobs_timeout_s(jobs))  # fmt: skip
         if child.returncode:
             raise RuntimeError(f"steps alone failed:\n{child.stderr[-3000:]}")
@@ -196,7 +200,7 @@ def run_steps_alone(jobs: int) -> None:
     print(f"cpu ms per job {cpu_ms:.3f}")
 
 
-def celery_noop_per_s(bench: Bench, tasks: int) -> dict[str, float]:
+def celery_noop_per_s(bench: Bench, tasks: int, **worker_env: str) -> dict[str, float]:
     """Raw Celery: a no-op task's worker on the same Redis, N tasks from publish to run."""
     client = client_for(bench.redis_url)
     client.flushall()
@@ -208,7 +212,8 @@ def celery_noop_per_s(bench: Bench, tasks: int) -> dict[str, float]:
                f"--hostname=noop-{uuid.uuid4().hex[:6]}"]  # fmt: skip
     with log.open("wb") as out:
         worker = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                  env=segq_env(CELERY_BROKER_URL=bench.redis_url))  # fmt: skip
+                                  env=segq_env(CELERY_BROKER_URL=bench.redis_url,
+                                               **worker_env))  # fmt: skip
     try:
         _wait_log(worker, log, "ready.")
         publish_noops(WARM_JOBS)
