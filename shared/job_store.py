@@ -35,6 +35,8 @@ SCRIPT_CHUNK = 200
 never blocks other clients for more than a millisecond or so."""
 READ_CHUNK = 500
 EXPIRED_IN_QUEUE = "expired_in_queue"
+BATCH_CANCELLED = "batch_cancelled"
+"""``retry_job.lua``'s answer for a failed job of a cancelled batch, which does not run again."""
 """The failure kind a batch counts for a job whose record expired before a worker took it
 (``end_expired_queued`` in ``shared/lua/job.lua``)."""
 EVENTS_DRAINED = 10_000
@@ -206,13 +208,13 @@ class JobStore:
     def retry_job(self, job_id: str) -> bool:
         """Brings a failed job back (see ``retry_job.lua``); False if it had not failed."""
         with store_errors():
-            return bool(self.run_script("retry_job", call_token(), job_id))
+            return job_retried(job_id, self.run_script("retry_job", call_token(), job_id))
 
     def retry_batch(self, batch_id: str) -> int:
         """Brings back every failed job of the batch; returns how many."""
         summary = self.get_batch(batch_id)
         if summary.cancelled_at is not None:
-            raise InputError(f"batch {batch_id} was cancelled; nothing of it runs again")
+            raise cancelled_batch_error(batch_id)
         retried, token = 0, call_token()
         with store_errors():
             failed = list(self.redis.sscan_iter(redis_keys.batch_failed(batch_id), count=1000))
@@ -220,7 +222,7 @@ class JobStore:
                 pipe = self.redis.pipeline(transaction=False)
                 for job_id in failed[start : start + READ_CHUNK]:
                     self.run_script("retry_job", token, job_id, client=pipe)
-                retried += sum(1 for state in pipe.execute() if state)
+                retried += sum(1 for state in pipe.execute() if state not in NOT_RETRIED)
         return retried
 
     def wait_job(self, job_id: str, timeout_s: float) -> Job:
@@ -347,6 +349,22 @@ def batch_id_chunks(batch_id: str, last_line: int) -> Iterator[list[str]]:
         yield [
             batch_job_id(batch_id, n) for n in range(first, min(first + READ_CHUNK, last_line + 1))
         ]
+
+
+NOT_RETRIED = ("", BATCH_CANCELLED)
+
+
+def job_retried(job_id: str, reply: str) -> bool:
+    """Whether ``retry_job.lua`` brought the job back; a job of a cancelled batch is an error
+    (the batch was cancelled between ``retry_batch``'s check and its scripts, or one job of it
+    was named)."""
+    if reply == BATCH_CANCELLED:
+        raise cancelled_batch_error(batch_of(job_id) or job_id)
+    return bool(reply)
+
+
+def cancelled_batch_error(batch_id: str) -> InputError:
+    return InputError(f"batch {batch_id} was cancelled; nothing of it runs again")
 
 
 def batch_job_id(batch_id: str, line: int) -> str:

@@ -20,6 +20,7 @@ from shared.job_codec import compact_json
 from shared.job_model import Job, JobState
 from shared.job_store import (
     EVENTS_DRAINED,
+    NOT_RETRIED,
     Added,
     BatchSummary,
     JobOptions,
@@ -27,7 +28,9 @@ from shared.job_store import (
     add_jobs_args,
     batch_id_chunks,
     call_token,
+    cancelled_batch_error,
     decode_job_reads,
+    job_retried,
     queue_job_reads,
     store_errors,
     summary_of,
@@ -149,19 +152,19 @@ class AsyncJobStore:
 
     async def retry_job(self, job_id: str) -> bool:
         with store_errors():
-            return bool(await self.run_script("retry_job", call_token(), job_id))
+            return job_retried(job_id, await self.run_script("retry_job", call_token(), job_id))
 
     async def retry_batch(self, batch_id: str) -> int:
         summary = await self.get_batch(batch_id)
         if summary.cancelled_at is not None:
-            raise InputError(f"batch {batch_id} was cancelled; nothing of it runs again")
+            raise cancelled_batch_error(batch_id)
         with store_errors():
             failed_key = redis_keys.batch_failed(batch_id)
             failed = [job_id async for job_id in self.redis.sscan_iter(failed_key, count=1000)]
             pipe, token = self.redis.pipeline(transaction=False), call_token()
             for job_id in failed:
                 await self.run_script("retry_job", token, job_id, client=pipe)
-            return sum(1 for state in await pipe.execute() if state)
+            return sum(1 for state in await pipe.execute() if state not in NOT_RETRIED)
 
     async def failed_job_ids(self, batch_id: str, limit: int) -> list[str]:
         ids: list[str] = []

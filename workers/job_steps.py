@@ -46,6 +46,7 @@ job goes back to the job store to be polled again when the budget allows."""
 
 def submit_job(rt: Runtime, job_id: str) -> bool:
     """Submits a claimed job once; True if it reached Segmind's queue (a poll must follow)."""
+    claim_ends_at = time.monotonic() + rt.settings.lease_s  # taken before the claim: no later
     claim = rt.queue.begin_submit(job_id)
     if claim.outcome == "hold":
         rt.metrics.budget_wait("submit", claim.wait_s)
@@ -78,13 +79,13 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         _retry(rt, job_id, claim.attempts, exc, SUBMIT_BACKOFF_CAP_S)
         return False
     first_poll_in_s = _next_poll_in(rt, elapsed_s=0.0, polls=0)
-    stored = _record_submitted(rt, job_id, accepted.request_id, first_poll_in_s)
+    stored = _record_submitted(rt, job_id, accepted.request_id, first_poll_in_s, claim_ends_at)
     job_events.submitted(job_id, accepted.request_id, stored, request.prompt)
     return stored.state is JobState.SUBMITTED
 
 
 def _record_submitted(
-    rt: Runtime, job_id: str, request_id: str, first_poll_in_s: float
+    rt: Runtime, job_id: str, request_id: str, first_poll_in_s: float, claim_ends_at: float
 ) -> Submitted:
     """Stores the request id Segmind just issued, trying again while the store is briefly away.
 
@@ -92,14 +93,15 @@ def _record_submitted(
     runs out and another task submits it again (counted in ``interrupted_submits``). A Redis
     restart or failover refuses connections, then answers "loading the dataset" for a while,
     longer than redis-py's own retries last; so this one write keeps trying for as long as the
-    claim protects the job (``lease_s``). The write is idempotent, so a retry after a reply
-    that was lost on the way does no harm."""
-    deadline = time.monotonic() + rt.settings.lease_s
+    claim protects the job (``lease_s`` from the claim, not from Segmind's answer: past the
+    claim, another task may submit the job again, and this write would overwrite its request
+    id). The write is idempotent, so a retry after a reply that was lost on the way does no
+    harm."""
     while True:
         try:
             return rt.queue.record_submitted(job_id, request_id, first_poll_in_s)
         except StoreError as exc:
-            if time.monotonic() + RECORD_RETRY_PAUSE_S >= deadline:
+            if time.monotonic() + RECORD_RETRY_PAUSE_S >= claim_ends_at:
                 raise
             log.warning("job %s: request_id=%s not stored yet (%s); trying again",
                         job_id, request_id, exc)  # fmt: skip

@@ -12,6 +12,14 @@ local token, batch_id, priority, task, hook = A[1], A[2], A[3], A[4], A[5]
 local again = replayed(token, A[6])
 if again then return again end
 local lane = lane_of(batch_id ~= '' and batch_id or nil, priority)
+-- A batch cancelled while its file was still being enqueued (open_batch refuses one cancelled
+-- before): the rest of its jobs are made as the cancel left its queued ones, counted
+-- cancelled, kept 'queued' (they read as cancelled) in no lane but the batch's notify lane
+-- when it names a callback or webhook.
+local cancelled = batch_id ~= '' and redis.call('HEXISTS', K.batch .. batch_id, 'cancelled_at') == 1
+if cancelled then
+  lane = batch_wants_notice(batch_id) and K.notify_lane .. batch_id or nil
+end
 local lines = batch_id ~= '' and K.batch .. batch_id .. ':lines' or nil
 local MAX_MARKED_LINE = 16777216  -- a 2 MB bitmap at most; lines past it are not marked
 local function marked(line)
@@ -46,7 +54,7 @@ for i = 6, #A, 3 do
     end
     redis.call('HSET', key, unpack(fields))
     redis.call('EXPIRE', key, RETENTION_S)
-    redis.call('RPUSH', lane, job_id)
+    if lane then redis.call('RPUSH', lane, job_id) end
     if line ~= '' and tonumber(line) > max_line then max_line = tonumber(line) end
     if lines and marked(line) then redis.call('SETBIT', lines, line, 1) end
     n = n + 1
@@ -54,16 +62,21 @@ for i = 6, #A, 3 do
   end
 end
 if n > 0 then
-  move_count(batch_id ~= '' and batch_id or nil, nil, 'queued', n)
+  move_count(batch_id ~= '' and batch_id or nil, nil, cancelled and 'cancelled' or 'queued', n)
   if batch_id ~= '' then
     local bk = K.batch .. batch_id
     redis.call('HINCRBY', bk, 'total', n)
-    redis.call('HDEL', bk, 'finished_at')
+    if not cancelled then redis.call('HDEL', bk, 'finished_at') end
     if max_line > (tonumber(redis.call('HGET', bk, 'max_line')) or 0) then
       redis.call('HSET', bk, 'max_line', max_line)
     end
   end
-  ring_add(lane)
+  if not cancelled then
+    ring_add(lane)
+  elseif lane then
+    redis.call('EXPIRE', lane, RETENTION_S)
+    redis.call('SADD', K.notify_lanes, batch_id)
+  end
   keep_reply(token, A[6], created)
 end
 return created

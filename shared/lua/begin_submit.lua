@@ -21,6 +21,10 @@ if state ~= 'queued' or request_id then
   redis.call('ZREM', K.dispatched, job_id)
   return {'skip', state}
 end
+-- A message whose lease ran out before it got here: the job is back in its lane (or waits in
+-- segq:due) and will be published again; this copy must not claim it, or the job would be
+-- claimed and queued at once (counted twice by a batch cancel, or in its lane twice).
+if not redis.call('ZSCORE', K.dispatched, job_id) then return {'skip', 'unleased'} end
 if claim and NOW - tonumber(claim) < claim_ttl then
   redis.call('ZREM', K.dispatched, job_id)
   redis.call('ZADD', K.due, tonumber(claim) + claim_ttl, job_id)

@@ -2,7 +2,8 @@
 -- include: rate.lua
 -- include: job.lua
 -- One step of a dispatcher: what to publish now, and when to look again.
---  1. submit leases that ran out (the task died): the job goes back to the front of its lane
+--  1. submit leases that ran out (the task died): the job goes back to the front of its lane,
+--     unless a task claimed it less than lease_s ago
 --  2. due jobs: a job with a request id gets a poll (if the poll budget has a slot and fewer
 --     than `window` polls wait in the broker); a queued job whose retry backoff is over goes
 --     back to the front of its lane
@@ -72,8 +73,15 @@ local function earliest(zset)
 end
 
 for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', K.dispatched, '-inf', NOW, 'LIMIT', 0, max_items)) do
-  redis.call('ZREM', K.dispatched, job_id)
-  requeue_front(job_id)
+  local claim = tonumber(redis.call('HGET', K.job .. job_id, 'claim'))
+  if claim and NOW - claim < lease_s then
+    -- claimed late in its lease (its message waited, or its call is slow): a submit is under
+    -- way, and the job stays leased until its claim runs out
+    redis.call('ZADD', K.dispatched, claim + lease_s, job_id)
+  else
+    redis.call('ZREM', K.dispatched, job_id)
+    requeue_front(job_id)
+  end
 end
 
 -- Polls whose lease ran out were lost (begin_poll takes a job off K.polling).

@@ -5,12 +5,19 @@
 -- A: job_id, state (completed|failed|cancelled), error_kind|'', then field/value pairs to store
 -- (outputs, metrics, error). A job cancelled while queued also leaves its lane. A job that
 -- ended on Segmind's word (completed, or failed by its answer) tells the fleet it answers.
--- Returns {0} if the job had already ended, else what ending_of returns (this call ended it).
+-- Returns {0} if the job had already ended (or its batch was cancelled while it was queued),
+-- else what ending_of returns (this call ended it).
 local job_id, new_state, kind = A[1], A[2], A[3]
 local fields = {}
 for i = 4, #A do fields[#fields + 1] = A[i] end
 local key = K.job .. job_id
 local state, batch_id, priority = unpack(redis.call('HMGET', key, 'state', 'batch_id', 'priority'))
+-- A record still 'queued' in a cancelled batch was in its bulk lane when the batch was
+-- cancelled: it is counted cancelled already (see cancel_batch.lua), and reads so.
+if state == 'queued' and batch_id and
+    redis.call('HEXISTS', K.batch .. batch_id, 'cancelled_at') == 1 then
+  return {0}
+end
 local ended = finish_job(job_id, new_state, fields, kind)
 if ended == 1 and state == 'queued' then
   redis.call('LREM', lane_of(batch_id, priority), 1, job_id)

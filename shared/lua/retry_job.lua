@@ -4,7 +4,8 @@
 -- polling its request id, so it is not paid for twice; any other is queued again at the back
 -- of its lane.
 -- A: token (names the producer's call, see replayed), job_id
--- Returns the job's new state, or '' if it was not failed.
+-- Returns the job's new state, '' if it was not failed, or 'batch_cancelled' (its batch was
+-- cancelled: nothing of it runs again, as retry_batch says before it starts).
 local token, job_id = A[1], A[2]
 local again = replayed(token, job_id)
 if again then return again end
@@ -12,6 +13,9 @@ local key = K.job .. job_id
 local state, request_id, error_json, batch_id, priority =
   unpack(redis.call('HMGET', key, 'state', 'request_id', 'error', 'batch_id', 'priority'))
 if state ~= 'failed' then return '' end
+if batch_id and redis.call('HEXISTS', K.batch .. batch_id, 'cancelled_at') == 1 then
+  return 'batch_cancelled'
+end
 local kind = error_json and cjson.decode(error_json).kind or 'unknown'
 redis.call('HDEL', key, 'error', 'finished_at', 'attempts', 'last_error', 'claim')
 redis.call('EXPIRE', key, RETENTION_S)

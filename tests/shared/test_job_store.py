@@ -122,6 +122,44 @@ def test_expired_submit_lease_puts_the_job_back_in_front(make_world):
     assert queue.dispatch(max_items=1).submits == [first]
 
 
+def test_a_submit_claimed_late_in_its_lease_stays_leased_until_its_claim_runs_out(make_world):
+    # Given a submit message that waited in the broker: its task claims the job just as the
+    # lease (counted from the dispatch) runs out
+    store, queue = make_world()
+    claimed, waiting = add_batch(store, "b", 2)
+    assert queue.dispatch(max_items=1).submits == [claimed]
+    assert queue.begin_submit(claimed).outcome == "go"
+    store.redis.zadd(redis_keys.DISPATCHED, {claimed: 0})
+    # Then the next step leaves it leased (its call is under way), not back in its lane
+    assert queue.dispatch().submits == [waiting]
+    assert store.redis.zscore(redis_keys.DISPATCHED, claimed) > time.time()
+    assert store.redis.lrange(redis_keys.bulk_lane("b"), 0, -1) == []
+    # And a batch cancel meanwhile counts each job once, whenever the submit is recorded
+    store.cancel_batch("b")
+    queue.record_submitted(claimed, "req-1", 1.0)
+    counts = {state: n for state, n in store.get_batch("b").counts.items() if n}
+    assert counts == {"cancelled": 2}
+
+
+def test_a_submit_message_whose_lease_ran_out_claims_nothing(make_world):
+    # Given a job whose lease ran out before its message reached a task: the step that put it
+    # back in its lane could not hand it out again (the fleet is paused)
+    store, queue = make_world()
+    [job_id] = add_batch(store, "b", 1)
+    assert queue.dispatch().submits == [job_id]
+    store.redis.zadd(redis_keys.DISPATCHED, {job_id: 0})
+    store.pause_fleet("by hand")
+    assert queue.dispatch().submits == []
+    # When the late message arrives, it neither claims the job nor puts it in its lane again
+    assert queue.begin_submit(job_id).outcome == "skip"
+    assert store.redis.lrange(redis_keys.bulk_lane("b"), 0, -1) == [job_id]
+    assert store.redis.hget(redis_keys.job(job_id), "claim") is None
+    # And the job is handed out once the fleet resumes, and that message claims it
+    store.resume_fleet()
+    assert queue.dispatch().submits == [job_id]
+    assert queue.begin_submit(job_id).outcome == "go"
+
+
 def test_only_the_current_poll_token_may_poll(make_world):
     store, queue = make_world()
     [job_id] = add_batch(store, "b", 1)
@@ -275,6 +313,34 @@ def test_cancel_batch_is_one_step_and_leaves_nothing_to_dispatch(make_world):
         store.open_batch("big", defaults={}, options=JobOptions(), source=None)
 
 
+def test_cancelling_a_job_of_a_cancelled_batch_counts_it_once(make_world):
+    store, _ = make_world()
+    first, second, _ = add_batch(store, "b", 3)
+    store.cancel_batch("b")
+    assert store.cancel_job(first).state is JobState.CANCELLED
+    store.cancel_job(second)
+    summary = store.get_batch("b")
+    assert (summary.counts["cancelled"], summary.counts["queued"], summary.done) == (3, 0, 3)
+    assert store.state_counts() == {"queued": 0, "cancelled": 3}
+
+
+def test_jobs_enqueued_after_their_batch_was_cancelled_are_cancelled_too(make_world):
+    # Given a batch file being enqueued a chunk at a time, cancelled after its first chunk
+    store, queue = make_world()
+    [told] = add_batch(store, "b", 1, webhook_url="https://example.test/hook")
+    store.cancel_batch("b")
+    # When the next chunk arrives
+    late = [NewJob(batch_job_id("b", n), {"prompt": f"p{n}"}, n) for n in (2, 3)]
+    options = JobOptions(webhook_url="https://example.test/hook")
+    assert store.add_jobs(late, batch_id="b", options=options) == [Added.CREATED] * 2
+    # Then its jobs are cancelled with the batch: none is submitted, each is told
+    plan = queue.dispatch()
+    assert plan.submits == [] and plan.notices == [told, "b.2", "b.3"]
+    summary = store.get_batch("b")
+    assert (summary.total, summary.counts["cancelled"], summary.counts["queued"]) == (3, 3, 0)
+    assert summary.is_terminal and store.get_job("b.3").state is JobState.CANCELLED
+
+
 def test_cancelling_an_interactive_batch_keeps_the_other_interactive_jobs_in_order(make_world):
     store, queue = make_world()
     first = add_batch(store, "ia", 1500, priority="interactive")
@@ -302,6 +368,18 @@ def test_retry_resubmits_rejected_jobs_and_repolls_exhausted_ones(make_world):
     resumed = store.get_job(exhausted)
     assert resumed.state is JobState.SUBMITTED and resumed.request_id == f"req-{exhausted}"
     assert store.get_batch("b").failures_by_kind == {}
+
+
+def test_a_failed_job_of_a_cancelled_batch_does_not_run_again(make_world):
+    store, queue = make_world()
+    failed, _ = add_batch(store, "b", 2)
+    submit_all(queue)
+    queue.finish(failed, JobState.FAILED, failure=JobFailure(kind="rejected", detail="bad"))
+    store.cancel_batch("b")
+    with pytest.raises(InputError, match="batch b was cancelled"):
+        store.retry_job(failed)
+    assert store.get_job(failed).state is JobState.FAILED
+    assert queue.dispatch().submits == []
 
 
 def test_in_flight_jobs_that_lost_their_next_poll_are_made_due_again(make_world):
