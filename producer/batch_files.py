@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +134,7 @@ class BatchFile:
 
     def _changed_while_enqueued(self) -> InputError:
         return InputError(f"{self.path}: {CHANGED} while its lines were enqueued (is it still "
-                          "being written?); those read before the change are in the batch, "
-                          "the lines after it are not")  # fmt: skip
+                          "being written?); no line read after it was enqueued")  # fmt: skip
 
 
 CHANGED = "the file changed"
@@ -181,9 +181,10 @@ def physical_lines(stream: LineReader, max_line_bytes: int, digest: Any) -> Iter
     while raw := stream.readline(max_line_bytes + 1):
         number += 1
         digest.update(raw)
-        if number == 1:
+        cut_short = len(raw) > max_line_bytes and not raw.endswith(b"\n")
+        if number == 1:  # after the length check: without its BOM, a cut line looks whole
             raw = without_utf8_bom(raw)
-        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+        if cut_short:
             skip_rest_of_line(stream, digest)
             yield PhysicalLine(number, "\n", f"longer than {max_line_bytes:,} bytes "
                                              "(SEGQ_MAX_LINE_BYTES)")  # fmt: skip
@@ -252,6 +253,9 @@ def json_line(number: int, text: str) -> Entry:
         return LineProblem(number, f"not valid JSON: {exc.msg} (column {exc.colno})")
     except RecursionError:
         return LineProblem(number, "not valid JSON here: nested too deeply")
+    except ValueError:  # JSONDecodeError is caught above: only an integer too long is left
+        return LineProblem(number, f"a number of more than {sys.get_int_max_str_digits():,} "
+                                   "digits")  # fmt: skip
     if not isinstance(value, dict):
         kind = {list: "a list", str: "a string", bool: "true/false", type(None): "null"}
         got = kind.get(type(value), "a number")

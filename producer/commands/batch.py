@@ -21,8 +21,10 @@ from typing import Any
 
 import click
 
+from producer.api import Producer
 from producer.batch_files import FORMATS, BatchFile
 from producer.enqueueing import (
+    MAX_LINE_NUMBER,
     BatchLine,
     BatchReceipt,
     LineProblem,
@@ -39,7 +41,7 @@ from producer.terminal import (
     priority_option,
     set_option,
 )
-from shared.errors import InputError, StoreError
+from shared.errors import InputError, JobNotFound, SegqError, StoreError
 from shared.settings import Settings
 
 PROBLEMS_IN_JSON = 100
@@ -77,6 +79,8 @@ def check_file(
 
 
 def line_problems(entry: BatchLine, defaults: dict[str, Any]) -> list[LineProblem]:
+    if entry.line > MAX_LINE_NUMBER:  # found here, not part way through the enqueue
+        return [LineProblem(entry.line, f"line numbers go up to {MAX_LINE_NUMBER:,}")]
     valid = request_or_problems(entry.params, defaults)
     if isinstance(valid, list):
         return [LineProblem(entry.line, reason, name) for name, reason in valid]
@@ -138,7 +142,7 @@ def batch(
         check = check_file(batch_file, defaults, settings.max_batch_lines, quiet=False)
         refuse_or_continue(check, skip_invalid, as_json, file)
         batch_id = batch_id or default_batch_id(batch_file, defaults)
-        with stopped_part_way(batch_id):
+        with stopped_part_way(producer, batch_id, file, as_json):
             receipt = producer.enqueue_many(
                 valid_lines(batch_file, check.invalid),
                 batch_id=batch_id,
@@ -152,16 +156,42 @@ def batch(
 
 
 @contextlib.contextmanager
-def stopped_part_way(batch_id: str) -> Iterator[None]:
-    """Names the batch when the enqueue stops half-way (Ctrl-C, Redis gone): the id is printed
-    only at the end, and a person needs it to follow, or cancel, the jobs already in."""
+def stopped_part_way(
+    producer: Producer, batch_id: str, file: Path, as_json: bool
+) -> Iterator[None]:
+    """Names the batch when the enqueue stops part way with jobs of this run in it (Ctrl-C,
+    Redis gone, the file changed, a line past the limits): the id is printed only at the end,
+    and a person needs it to cancel, or complete, what is in; they run. A re-run with the
+    same batch id adds only what is missing; without it, a changed file is a new batch that
+    would enqueue, and pay for, those lines again."""
+    before = jobs_in(producer, batch_id)
     try:
         yield
-    except (KeyboardInterrupt, StoreError):
-        people().print(f"batch {batch_id}: stopped before every line was enqueued; the lines "
-                       "before that are in it. Run the same command again to add the rest "
-                       "(no line is enqueued twice).", markup=False)  # fmt: skip
+    except (KeyboardInterrupt, SegqError):
+        try:
+            after: int | None = jobs_in(producer, batch_id)
+        except StoreError:
+            after = None
+        if after == before:
+            raise  # nothing of this run is in
+        what = (f"{after - before:,} jobs of this run are in it" if after is not None
+                else "jobs read before that may be in it")  # fmt: skip
+        message = (f"batch {batch_id}: stopped before every line was enqueued; {what} and "
+                   f"will run. To add the rest of {file}, run the same command with --batch-id "
+                   f"{batch_id} (no line is enqueued twice); to stop them: segq cancel "
+                   f"{batch_id}")  # fmt: skip
+        people().print(message, markup=False)
+        if as_json:
+            print_json({"batch_id": batch_id, "error": message})
         raise
+
+
+def jobs_in(producer: Producer, batch_id: str) -> int:
+    """How many jobs the batch holds (0: no such batch)."""
+    try:
+        return producer.get_batch(batch_id).total
+    except JobNotFound:
+        return 0
 
 
 def refuse_or_continue(check: FileCheck, skip_invalid: bool, as_json: bool, file: Path) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from producer.batch_files import CR_LINE_ENDS, BatchFile, Entry, format_of
-from producer.enqueueing import BatchLine, LineProblem, request_or_problems
+from producer.commands.batch import line_problems
+from producer.enqueueing import MAX_LINE_NUMBER, BatchLine, LineProblem, request_or_problems
 from shared.errors import InputError
 
 LIMITS = {"max_file_bytes": 10**7, "max_line_bytes": 4096}
@@ -105,6 +106,30 @@ def test_bad_bytes_and_overlong_lines_are_problems_and_the_rest_is_read(tmp_path
     assert str(entries[1]).startswith("line 2: not UTF-8 text (byte 0xff at byte 5")
     assert str(entries[2]) == "line 3: longer than 4,096 bytes (SEGQ_MAX_LINE_BYTES)"
     assert entries[3] == BatchLine(4, {"prompt": "after"})
+
+
+def test_an_overlong_first_line_after_a_bom_is_one_problem_and_the_numbers_hold(tmp_path):
+    # Given a BOM, then a first line just over the limit once the BOM is off
+    content = codecs.BOM_UTF8 + b"x" * 4097 + b"\nafter\n"
+    entries = read(write(tmp_path, "p.txt", content))
+    # Then it is line 1's problem, not split in two, and the next line is line 2
+    assert str(entries[0]) == "line 1: longer than 4,096 bytes (SEGQ_MAX_LINE_BYTES)"
+    assert entries[1:] == [BatchLine(2, {"prompt": "after"})]
+
+
+def test_a_json_integer_too_long_to_convert_is_that_lines_problem(tmp_path):
+    content = '{"prompt": "a", "seed": ' + "9" * 5000 + '}\n{"prompt": "b"}\n'
+    entries = read(write(tmp_path, "p.jsonl", content), max_line_bytes=8192)
+    assert str(entries[0]) == "line 1: a number of more than 4,300 digits"
+    assert entries[1] == BatchLine(2, {"prompt": "b"})
+
+
+def test_a_line_past_the_last_line_number_is_found_by_the_check_not_the_enqueue():
+    past = BatchLine(MAX_LINE_NUMBER + 1, {"prompt": "a pebble"})
+    assert [str(p) for p in line_problems(past, {})] == [
+        f"line {MAX_LINE_NUMBER + 1}: line numbers go up to {MAX_LINE_NUMBER:,}"
+    ]
+    assert line_problems(BatchLine(MAX_LINE_NUMBER, {"prompt": "a pebble"}), {}) == []
 
 
 def test_a_csv_row_with_a_bad_byte_is_one_problem(tmp_path):
