@@ -41,6 +41,9 @@ if verdict then
   return verdict
 end
 redis.call('HSET', key, 'claim', NOW)
+-- a job that waited in its lane nearly the retention must not lose its record mid-call: the
+-- request id Segmind is about to issue (and bill) would have nowhere to go
+keep_in_flight(job_id, batch_id, claim_ttl)
 local defaults = ''
 if batch_id then defaults = redis.call('HGET', K.batch .. batch_id, 'defaults') or '' end
 return {'go', params, defaults, attempts or '0'}

@@ -160,6 +160,16 @@ def test_a_submit_message_whose_lease_ran_out_claims_nothing(make_world):
     assert queue.begin_submit(job_id).outcome == "go"
 
 
+def test_a_claimed_submit_keeps_its_record_however_long_it_waited_in_its_lane(make_world):
+    store, queue = make_world(retention_s=3600)
+    [job_id] = add_batch(store, "b", 1)
+    queue.dispatch()
+    store.redis.expire(redis_keys.job(job_id), 1)  # it waited nearly the retention
+    assert queue.begin_submit(job_id).outcome == "go"
+    assert store.redis.ttl(redis_keys.job(job_id)) > 3600
+    assert store.redis.ttl(redis_keys.batch("b")) > 3600
+
+
 def test_only_the_current_poll_token_may_poll(make_world):
     store, queue = make_world()
     [job_id] = add_batch(store, "b", 1)
