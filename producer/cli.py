@@ -19,6 +19,9 @@ command is a new module and nothing else changes."""
 
 INTERRUPTED_EXIT_STATUS = 130
 """Ctrl-C: 128 + SIGINT, what a shell reports for a command it interrupted."""
+NOT_UTF8 = "surrogates not allowed"
+"""Why a string cannot be encoded when it holds bytes that were not UTF-8 on the command line
+(Python keeps them as lone surrogates)."""
 BROKEN_PIPE_EXIT_STATUS = 141
 """128 + SIGPIPE, quietly, as a shell's own tools end when the reader of their output has gone."""
 
@@ -46,9 +49,9 @@ class LazyCommands(dict[str, click.Command]):
 
 
 class SegqGroup(click.Group):
-    """Finds commands by module (``LazyCommands``) and turns segq's own errors, and the
-    operating system's (a port in use, a directory that is a file, a full disk), into one
-    clear line and exit status 1 instead of a traceback."""
+    """Finds commands by module (``LazyCommands``) and turns segq's own errors, the operating
+    system's (a port in use, a directory that is a file, a full disk) and arguments that are
+    not UTF-8, into one clear line and exit status 1 instead of a traceback."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -62,6 +65,13 @@ class SegqGroup(click.Group):
             return super().invoke(ctx)
         except SegqError as exc:
             raise click.ClickException(str(exc)) from exc
+        except UnicodeEncodeError as exc:
+            if exc.reason != NOT_UTF8:
+                raise
+            raise click.ClickException(
+                f"{os.fsencode(exc.object)!r} is not UTF-8 text: give arguments and file "
+                "names in UTF-8 (they are stored in Redis, and shown as text)"
+            ) from None
         except BrokenPipeError:  # `segq export ... | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for exit's flush
             raise click.exceptions.Exit(BROKEN_PIPE_EXIT_STATUS) from None

@@ -1,5 +1,6 @@
-"""The `segq` command in a pipeline whose reader stops early (`| head`): no error, no trace;
-and a `segq batch` stopped part way names the batch that holds what is in."""
+"""The `segq` command at its edges: in a pipeline whose reader stops early (`| head`) no error,
+no trace; a `segq batch` stopped part way names the batch that holds what is in; arguments
+that are not UTF-8 get one clear line."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import redis
 from shared import redis_keys
 from shared.job_store import JobStore
 from tests.support.fleet import REPO, segq_env
-from tests.support.segq_cli import enqueue_batch
+from tests.support.segq_cli import enqueue_batch, run_segq
 
 
 def test_export_into_a_reader_that_stops_early_ends_quietly_with_sigpipes_status(redis_url):
@@ -88,3 +89,13 @@ def test_a_file_changed_while_enqueued_names_the_batch_its_first_lines_are_in(re
     client.close()
     assert f"{in_batch.total:,} jobs of this run are in it" in stderr
     assert f"--batch-id {batch_id}" in stderr and f"segq cancel {batch_id}" in stderr
+
+
+def test_an_argument_that_is_not_utf8_gets_one_clear_line_not_a_traceback(redis_url, tmp_path):
+    env = segq_env(SEGQ_REDIS_URL=redis_url)
+    latin1_name = tmp_path / "caf\udce9.txt"  # the bytes of "café.txt" in Latin-1
+    latin1_name.write_text("a pebble\n")
+    for args in (["status", "x\udce9"], ["batch", str(latin1_name)]):
+        done = run_segq(env, *args)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert "\\xe9" in done.stderr and "is not UTF-8 text" in done.stderr
