@@ -41,9 +41,16 @@ if verdict then
   return verdict
 end
 redis.call('HSET', key, 'claim', NOW)
--- a job that waited in its lane nearly the retention must not lose its record mid-call: the
--- request id Segmind is about to issue (and bill) would have nowhere to go
-keep_in_flight(job_id, batch_id, claim_ttl)
+-- a job that waited in its lane nearly the retention must not lose its record (or its
+-- batch) mid-call: the request id Segmind is about to issue, and bill, would have nowhere to
+-- go. For the claim's time only (never past the retention): storing the request id keeps
+-- them for the retention.
+local claim_keep_s = math.ceil(math.min(claim_ttl, RETENTION_S))
+extend_ttl(key, claim_keep_s)
+if batch_id then
+  extend_ttl(K.batch .. batch_id, claim_keep_s)
+  extend_ttl(K.batch .. batch_id .. ':lines', claim_keep_s)
+end
 local defaults = ''
 if batch_id then defaults = redis.call('HGET', K.batch .. batch_id, 'defaults') or '' end
 return {'go', params, defaults, attempts or '0'}
