@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.errors import AnswerLost, JobRejected, RequestExpired, TransientError
+from shared.errors import AccountError, AnswerLost, JobRejected, RequestExpired, TransientError
 from shared.http_deadline import call_deadline, deadline_client
 from shared.request_model import MODEL_SLUG
 from shared.settings import Settings
@@ -32,6 +32,7 @@ from shared.upstream_answers import (
     StatusAnswer,
     SubmitAccepted,
     is_request_id,
+    names_the_account,
     parse_result,
     parse_status,
     parse_submit,
@@ -156,6 +157,11 @@ class SegmindClient:
         headers = {"Content-Type": "application/json"}
         try:
             return parse_submit(self._call("submit", path, content=content, headers=headers))
+        except AccountError as exc:
+            texts = [value for value in body.values() if isinstance(value, str)]
+            if exc.http_status == 406 and not names_the_account(exc.detail, texts):
+                raise JobRejected(exc.detail, exc.http_status) from exc
+            raise
         except TransientError as exc:
             if _may_have_been_accepted(exc):
                 raise AnswerLost(exc.detail, exc.http_status) from exc.__cause__ or exc
@@ -306,8 +312,10 @@ def _unescaped_json(content: bytes) -> bytes:
     reads, and whose ASCII characters hold a zero byte) is found by the replace: its details
     are read decoded. Only answers holding a backslash or a zero byte pay for this; other
     bodies are returned as is."""
-    try:
-        return json.dumps(json.loads(content), ensure_ascii=False).encode()
+    try:  # a lone surrogate (JSON may escape one) stays escaped, the rest is unescaped
+        return json.dumps(json.loads(content), ensure_ascii=False).encode(
+            "utf-8", errors="backslashreplace"
+        )
     except (ValueError, RecursionError):  # nested too deep: json_object refuses it as well
         return content
 

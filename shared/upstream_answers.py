@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import itertools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Literal, TypeGuard, cast
@@ -198,11 +199,21 @@ def classify_failure(reply: Reply, call: Call, body: dict[str, Any] | None) -> U
         return TransientError(_redirect_detail(reply, detail), code)
     if not 400 <= code < 500 or code == 408:
         return TransientError(detail, code)
-    if code in (401, 402, 403) or (code == 406 and _ACCOUNT_406.search(detail)):
+    if code in (401, 402, 403) or (code == 406 and names_the_account(detail)):
         return AccountError(detail, code)
     if code == 404 and call != "submit":
         return RequestExpired(detail, code)
     return JobRejected(detail, code)
+
+
+def names_the_account(detail: str, request_texts: Iterable[str] = ()) -> bool:
+    """Whether a 406's message speaks of the account (credits, a spend limit), leaving out
+    the request's own texts it may quote: a parameter refused with the prompt "a budget
+    planner" in its message is that job's problem, not a reason to pause the fleet."""
+    for text in request_texts:
+        if text:
+            detail = detail.replace(text, " ")
+    return _ACCOUNT_406.search(detail) is not None
 
 
 def upstream_detail(reply: Reply, body: dict[str, Any] | None) -> str:
@@ -363,16 +374,20 @@ def _finite(value: object) -> float | None:
 
 
 def _message_field(body: dict[str, Any]) -> str | None:
+    """The first text among ``error``, ``message`` and ``detail`` (an object's own looked
+    into); failing that, the first other value there, as JSON. Text first: in ``{"error":
+    true, "message": "Insufficient credits..."}`` the message is what says the account is out
+    of credits (``true`` said nothing, and the job failed instead of the fleet pausing)."""
+    fallback = None
     for name in ("error", "message", "detail"):
         value = body.get(name)
-        if isinstance(value, str):
-            if value.strip():
-                return value
-        elif isinstance(value, dict) and (inner := _message_field(value)) is not None:
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, dict) and (inner := _message_field(value)) is not None:
             return inner
-        if value not in (None, "", [], {}):
-            return _compact_json(value)
-    return None
+        if fallback is None and not isinstance(value, str) and value not in (None, [], {}):
+            fallback = _compact_json(value)
+    return fallback
 
 
 def _compact_json(value: object) -> str:
@@ -380,7 +395,7 @@ def _compact_json(value: object) -> str:
 
 
 def _text(content: bytes) -> str:
-    return content.decode("utf-8", errors="replace")
+    return content.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace")
 
 
 def _looks_like_html(text: str) -> bool:

@@ -73,11 +73,21 @@ def retry_after_s(headers: Mapping[str, str], now: float) -> float | None:
         ("x-ratelimit-reset", _read_ratelimit_reset),
     )
     for name, read in readers:
-        value = lowered.get(name)
-        wait_s = read(value, now) if value else None
-        if wait_s is not None and math.isfinite(wait_s):
-            return min(MAX_RETRY_AFTER_S, max(0.0, wait_s))
+        for copy in _copies(lowered.get(name, "")):
+            wait_s = read(copy, now)
+            if wait_s is not None and math.isfinite(wait_s):
+                return min(MAX_RETRY_AFTER_S, max(0.0, wait_s))
     return None
+
+
+def _copies(value: str) -> list[str]:
+    """A header's value, then, for one sent twice (a CDN's copy and the origin's, which
+    httpx joins: ``30, 30``), its first copy: up to the first comma, or to the second (an
+    HTTP date holds one)."""
+    parts = value.split(",")
+    if len(parts) == 1:
+        return [value] if value else []
+    return [value, parts[0].strip(), ",".join(parts[:2]).strip()]
 
 
 def _number(text: str) -> float | None:

@@ -216,6 +216,11 @@ FAILED_BODY = {
         ("result", 504, b"", TransientError, "Gateway Timeout (empty body)"),
         ("status", 408, b"", TransientError, "Request Timeout (empty body)"),
         ("submit", 418, {"error": {"code": 7, "message": "teapot"}}, JobRejected, "teapot"),
+        ("submit", 406, {"error": True, "message": "Insufficient credits. Your balance is 0.01"},
+         AccountError, "Insufficient credits. Your balance is 0.01"),
+        ("status", 200, {"status": "FAILED", "error": True, "message": "NSFW content detected"},
+         InferenceFailed, "NSFW content detected"),
+        ("submit", 502, b"\xef\xbb\xbf" + HTML_502, AnswerLost, "502 Bad Gateway"),
     ],
 )  # fmt: skip
 def test_failure_table_row_gives_its_class_and_the_upstream_detail(
@@ -456,6 +461,30 @@ def test_the_key_never_appears_in_an_error_or_a_repr(client, upstream):
     upstream.handler = echo
     error = raised(client, "result")
     assert API_KEY not in str(error) and API_KEY not in repr(client)
+
+
+def test_the_key_escaped_beside_a_lone_surrogate_is_still_redacted(client, upstream):
+    # A lone surrogate cannot be written as UTF-8: the unescaping the key's search needs
+    # gave up, and the detail held the key decoded.
+    escaped = "".join(f"\\u{ord(char):04x}" for char in API_KEY)
+    upstream.answer(401, f'{{"error": "bad key {escaped} \\ud800"}}'.encode())
+    assert API_KEY not in raised(client, "submit").detail
+
+
+def test_a_406_that_quotes_the_prompt_fails_the_job_not_the_account(client, upstream):
+    # Given a prompt holding one of the words of an account's 406 ("credit", "budget", ...)
+    body = GenerationRequest(prompt="a credit card on a budget planner").upstream_body()
+    # When Segmind refuses a parameter and quotes the prompt in its message
+    upstream.answer(406, {"error": f"Invalid value for steps (prompt '{body['prompt']}')"})
+    with pytest.raises(UpstreamError) as caught:
+        client.submit(body)
+    # Then only this job fails: an account pause would take the same job as its probe, again
+    # and again, and hold the fleet for good
+    assert type(caught.value) is JobRejected
+    # And a message that speaks of the account beside the prompt still pauses the fleet
+    upstream.answer(406, {"error": f"Insufficient credits for '{body['prompt']}'"})
+    with pytest.raises(AccountError):
+        client.submit(body)
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])

@@ -83,6 +83,12 @@ def test_backoff_jitter_spreads_over_the_whole_window():
         ({"X-RateLimit-Reset": str(int(NOW) + 12)}, 12 + WHOLE_SECOND_MARGIN_S),
         ({"X-RateLimit-Reset": str(int(NOW * 1000) + 2500)}, 2.5 + FRACTION_MARGIN_S),
         ({"X-RateLimit-Reset": "20"}, 20 + DELTA_MARGIN_S),
+        # sent twice (a CDN's copy and the origin's), joined by httpx
+        ({"Retry-After": "30, 30"}, 30 + DELTA_MARGIN_S),
+        ({"Retry-After": "Tue, 24 Nov 2026 12:00:05 GMT, Tue, 24 Nov 2026 12:00:05 GMT"},
+         5 + WHOLE_SECOND_MARGIN_S),
+        ({"x-rate-limit-reset-at-utc": "2026-11-24T12:00:05Z, 2026-11-24T12:00:05Z"},
+         5 + WHOLE_SECOND_MARGIN_S),
     ],
 )  # fmt: skip
 def test_429_window_is_read_from_each_header_form(headers, expected_s):
