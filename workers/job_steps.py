@@ -72,8 +72,8 @@ def submit_job(rt: Runtime, job_id: str) -> bool:
         rt.queue.requeue_front(job_id)
         log.warning("job %s: account error, fleet paused: %s", job_id, exc.detail)
         return False
-    except JobRejected as exc:
-        _fail(rt, job_id, JobFailure.from_error(exc))
+    except JobRejected as exc:  # a FAILED answer may say how long the model ran: kept, as a poll's
+        _fail(rt, job_id, JobFailure.from_error(exc), exc.metrics)
         return False
     except TransientError as exc:
         _retry(rt, job_id, claim.attempts, exc, SUBMIT_BACKOFF_CAP_S)
