@@ -274,10 +274,18 @@ class DispatchQueue:
             reply = self.store.run_script("finish", job_id, state.value, kind, *fields)
         return Ending.from_reply(reply)
 
-    def notice_done(self, job_id: str) -> None:
-        """Everybody was told of the job's ending, or its tries are spent."""
+    def settle_notice(
+        self, job_id: str, told: float | None, again_in_s: float | None = None
+    ) -> None:
+        """Off the schedule (everybody was told of the ending that ``told`` names, its
+        ``finished_at``, or the tries are spent), or back on it in ``again_in_s``; unless
+        the job ended again meanwhile, whose notice stays as its new ending scheduled it
+        (``settle_notice.lua``). ``told`` is None for a job not ended, or gone."""
         with store_errors():
-            self.store.redis.zrem(redis_keys.NOTIFY, job_id)
+            self.store.run_script(
+                "settle_notice", job_id, "" if told is None else repr(told),
+                "" if again_in_s is None else repr(again_in_s),
+            )  # fmt: skip
 
     def notice_later(self, job_id: str, delay_s: float) -> None:
         """Some target failed: the dispatcher publishes the notice again in ``delay_s``."""

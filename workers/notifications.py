@@ -49,10 +49,10 @@ def deliver_notifications(rt: Runtime, job_id: str, send_task: Callable[..., Any
     try:
         job = rt.store.get_job(job_id)
     except JobNotFound:
-        rt.queue.notice_done(job_id)  # expired: nobody is left to tell about
+        rt.queue.settle_notice(job_id, None)  # expired: nobody is left to tell about
         return
     if job.state not in TERMINAL_STATES:
-        rt.queue.notice_done(job_id)  # retried meanwhile: its next ending schedules a notice
+        rt.queue.settle_notice(job_id, None)  # retried meanwhile: its next ending schedules one
         return
     payload = job.to_json()
     named = dict(zip((CALLBACK_TASK, WEBHOOK), rt.store.notification_targets(job_id), strict=True))
@@ -66,10 +66,10 @@ def deliver_notifications(rt: Runtime, job_id: str, send_task: Callable[..., Any
         and not _deliver(rt, target, where, payload, attempt, send_task)
     ]  # fmt: skip
     if not failed or attempt >= rt.settings.webhook_max_attempts:
-        rt.queue.notice_done(job_id)
+        rt.queue.settle_notice(job_id, job.finished_at)
         return
     backoff_s = compute_backoff_s(attempt, WEBHOOK_BACKOFF_BASE_S, WEBHOOK_BACKOFF_CAP_S, rt.rng)
-    rt.queue.notice_later(job_id, backoff_s)
+    rt.queue.settle_notice(job_id, job.finished_at, backoff_s)
 
 
 def _deliver(
@@ -120,7 +120,7 @@ def _post_webhook(rt: Runtime, url: str, payload: dict[str, Any], attempt: int) 
         with call_deadline(WEBHOOK_TIMEOUT_S):
             response = rt.webhooks.send(request, stream=True)
         response.close()
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:  # a URL it cannot use too
         detail = f"{type(exc).__name__}: {exc}"
         _record(rt, payload, WEBHOOK, attempt, ok=False, detail=detail)
         return False

@@ -533,8 +533,8 @@ def test_an_ending_schedules_its_notice_in_the_same_step_and_dispatch_leases_it(
     assert queue.dispatch().notices == []
     assert min(notices(store).values()) > time.time() + 25
     # And the notify task's verdicts take them off the schedule or bring them back later
-    queue.notice_done(done)
-    queue.notice_later(cancelled, 0.0)
+    queue.settle_notice(done, store.get_job(done).finished_at)
+    queue.settle_notice(cancelled, store.get_job(cancelled).finished_at, 0.0)
     assert queue.dispatch().notices == [cancelled]
 
 
@@ -549,10 +549,11 @@ def test_a_cancelled_batchs_queued_jobs_are_told_a_broker_window_at_a_time(make_
     # notice schedule has room: never more than the broker window waiting
     assert queue.dispatch().notices == [dispatched, *queued[:2]]
     assert queue.dispatch().notices == []
+    told = {job_id: store.get_job(job_id).finished_at for job_id in (dispatched, *queued)}
     for job_id in (dispatched, queued[0]):
-        queue.notice_done(job_id)
+        queue.settle_notice(job_id, told[job_id])
     assert queue.dispatch().notices == queued[2:4]
-    queue.notice_done(queued[1])
+    queue.settle_notice(queued[1], told[queued[1]])
     assert queue.dispatch().notices == queued[4:]
     assert store.redis.smembers(redis_keys.NOTIFY_LANES) == set()
     # And each one reads as the cancelled job its receiver will be sent
@@ -565,6 +566,40 @@ def test_a_cancelled_batch_nobody_listens_to_leaves_no_notify_lane(make_world):
     store.cancel_batch("quiet")
     assert queue.dispatch().notices == []
     assert store.redis.keys(redis_keys.PREFIX + "*lane*") == []
+
+
+def test_a_notice_told_of_an_earlier_ending_leaves_the_new_endings_notice_due(make_world):
+    # Given a failed job whose webhook is being told of its failure
+    store, queue = make_world()
+    [job_id] = add_batch(store, "b", 1, webhook_url="https://example.test/hook")
+    submit_all(queue)
+    queue.finish(job_id, JobState.FAILED, failure=JobFailure(kind="rejected", detail="bad"))
+    told = store.get_job(job_id).finished_at
+    assert queue.dispatch().notices == [job_id]
+    # When it is retried and cancelled while that delivery runs
+    assert store.retry_job(job_id)
+    store.cancel_job(job_id)
+    # Then settling the failure's notice, done or to be tried again, leaves the
+    # cancellation's notice due, as its ending scheduled it
+    queue.settle_notice(job_id, told)
+    queue.settle_notice(job_id, told, 60.0)
+    assert notices(store)[job_id] <= time.time() + 1
+
+
+def test_who_was_told_of_an_ending_outlives_the_pruning_of_old_deliveries(make_world):
+    # Given a job whose callback was told, and whose webhook then failed 25 times
+    store, _ = make_world()
+    [job_id] = add_batch(store, "b", 1)
+    ending = {"finished_at": 1796000000.25}
+    store.record_delivery(job_id, {"target": "callback_task", "attempt": 1, "ok": True, **ending})
+    for attempt in range(1, 26):
+        store.record_delivery(job_id, {"target": "webhook", "attempt": attempt, "ok": False,
+                                       **ending})  # fmt: skip
+    # Then the record keeps 20 tries, the callback's success among them: nobody tells it twice
+    deliveries = store.get_job(job_id).deliveries
+    assert len(deliveries) == 20
+    assert [d["target"] for d in deliveries if d["ok"]] == ["callback_task"]
+    assert deliveries[-1]["attempt"] == 25
 
 
 def test_jobs_nobody_listens_to_schedule_no_notice(make_world):

@@ -194,7 +194,7 @@ def run_every_path(queue: DispatchQueue, tag: str) -> set[str]:
     assert run_dispatched_jobs(queue, 139, fails=lambda job_id: job_id.endswith("3")) == 139
     store.record_delivery(singles[0], {"kind": "webhook", "status": 200, "attempt": 1})
     for job_id in singles[:10]:
-        queue.notice_done(job_id)  # what the notify tasks of a running fleet do
+        queue.settle_notice(job_id, store.get_job(job_id).finished_at)  # as notify tasks do
     gone = add_batch(store, f"gone{tag}", 80)
     in_window = queue.dispatch(max_items=20).submits
     for job_id in in_window[:5]:
