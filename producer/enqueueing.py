@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+import httpx
 from pydantic import ValidationError
 
 from shared.errors import InputError, JobNotCompleted, WaitTimeout
@@ -200,13 +200,22 @@ def job_options(
     signature without arguments (segq calls it with the job object as its one argument)."""
     if priority not in PRIORITIES:
         raise InputError(f"priority {priority!r}: use 'bulk' or 'interactive'")
-    if webhook_url is not None:
-        parts = urlsplit(webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InputError(f"webhook_url {webhook_url!r} is not an http(s) URL")
+    if webhook_url is not None and not is_webhook_url(webhook_url):
+        raise InputError(f"webhook_url {webhook_url!r} is not an http(s) URL")
     chosen: Literal["bulk", "interactive"] = "interactive" if priority == "interactive" else "bulk"
     return JobOptions(priority=chosen, callback_task=callback_task_name(callback),
                       webhook_url=webhook_url)  # fmt: skip
+
+
+def is_webhook_url(url: str) -> bool:
+    """An http(s) URL with a host, as the workers' HTTP client (httpx) reads it: one that
+    only ``urlsplit`` takes (a port that is not a number, a host that is not a valid IDNA
+    name) would fail every delivery try without one being recorded."""
+    try:
+        parsed = httpx.URL(url)
+        return parsed.scheme in ("http", "https") and bool(parsed.host)  # host: IDNA decoded
+    except (httpx.InvalidURL, ValueError):  # idna's errors are UnicodeErrors, ValueErrors
+        return False
 
 
 def callback_task_name(callback: Any) -> str | None:

@@ -43,6 +43,8 @@ PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(processName)s] %(message)s
 _STANDARD_RECORD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
+EXTRA_DEPTH = 4
+"""How deep the redaction looks into an extra's dicts, lists and tuples."""
 _log_prompts = {"enabled": False}
 """Set by configure_logging: whether log_job_transition may write prompts."""
 
@@ -79,9 +81,23 @@ class RedactSecrets(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         for name, value in list(record.__dict__.items()):
-            if name not in _STANDARD_RECORD_ATTRS and isinstance(value, str):
-                setattr(record, name, self.redact(value))
+            if name not in _STANDARD_RECORD_ATTRS:
+                setattr(record, name, self._redacted(value, EXTRA_DEPTH))
         return True
+
+    def _redacted(self, value: object, depth: int) -> object:
+        """Strings redacted, also inside the dicts, lists and tuples of an extra (Celery logs
+        each task's outcome with ``extra={"data": {"exc": ..., "args": ...}}``, which JSON
+        lines write out whole)."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if depth == 0:
+            return value
+        if isinstance(value, dict):
+            return {key: self._redacted(item, depth - 1) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._redacted(item, depth - 1) for item in value)
+        return value
 
 
 class JsonFormatter(logging.Formatter):

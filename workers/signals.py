@@ -21,7 +21,7 @@ from workers.celery_app import ALL_QUEUES
 from workers.dispatcher import Dispatcher
 from workers.draining import start_draining
 from workers.health import Heartbeat
-from workers.runtime import runtime
+from workers.runtime import WEBHOOK_TIMEOUT_S, runtime
 
 log = logging.getLogger("segq.worker")
 
@@ -121,6 +121,12 @@ def settings_warnings(settings: Settings) -> list[str]:
             f"SEGQ_LEASE_S={settings.lease_s:g} is less than twice SEGQ_HTTP_TIMEOUT_S="
             f"{settings.http_timeout_s:g}: a submit still waiting on Segmind when its lease "
             "runs out is published again, and Segmind may bill the job twice"
+        )
+    elif settings.lease_s < 2 * WEBHOOK_TIMEOUT_S:
+        warnings.append(
+            f"SEGQ_LEASE_S={settings.lease_s:g} is less than twice a webhook delivery's "
+            f"{WEBHOOK_TIMEOUT_S:g} s: a webhook still answering when its notice's lease runs "
+            "out is told of the same ending again"
         )
     if settings.job_retention_s < settings.upstream_retention_s:
         warnings.append(

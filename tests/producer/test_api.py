@@ -318,6 +318,17 @@ def test_callbacks_are_task_names_and_signatures_without_arguments(sync_producer
         sync_producer.enqueue({"prompt": "x"}, webhook_url="ftp://example.test")
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.test:abc/hook", "http://exa\u00e4mple..test/hook", "http://xn--zz.com/hook",
+     "http://[::1/", "https://\u2100.test/"],
+)  # fmt: skip
+def test_a_webhook_url_only_urlsplit_reads_is_refused_at_the_edge(sync_producer, url):
+    # Such a URL failed every delivery without a try being recorded, republished every lease
+    with pytest.raises(InputError, match="not an http"):
+        sync_producer.enqueue({"prompt": "x"}, webhook_url=url)
+
+
 def test_the_async_producer_holds_more_waits_at_once_than_redis_pys_default_pool(settings):
     async def scenario() -> list[object]:
         async with AsyncProducer(settings=settings) as made:

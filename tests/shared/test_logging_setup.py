@@ -73,6 +73,16 @@ def test_json_lines_carry_job_fields_and_are_redacted(configure):
     assert second["message"] == "key [REDACTED] leaked"
 
 
+def test_secrets_inside_an_extras_dicts_and_lists_are_redacted_in_json_lines(configure):
+    # As Celery logs a task's outcome: extra={"data": {...}}, written out whole as JSON
+    buffer = configure(log_json=True)
+    data = {"exc": f"refused: {API_KEY}", "args": [f"key={API_KEY}"], "id": "t1"}
+    logging.getLogger("celery.app.trace").error("Task failed", extra={"data": data})
+    [entry] = (json.loads(line) for line in lines(buffer))
+    assert API_KEY not in json.dumps(entry)
+    assert entry["data"] == {"exc": "refused: [REDACTED]", "args": ["key=[REDACTED]"], "id": "t1"}
+
+
 def test_a_job_transition_is_one_plain_line_without_the_prompt_by_default(configure):
     buffer = configure()
     log_job_transition(

@@ -24,6 +24,13 @@ def test_a_lease_shorter_than_two_calls_is_warned_of(lease_s, timeout_s, warned)
         assert f"SEGQ_LEASE_S={lease_s} is less than twice SEGQ_HTTP_TIMEOUT_S=30" in warnings[0]
 
 
+def test_a_lease_shorter_than_two_webhook_deliveries_is_warned_of():
+    settings = load_settings(SIGNED, lease_s=15, http_timeout_s=5)
+    [warning] = settings_warnings(settings)
+    assert warning.startswith("SEGQ_LEASE_S=15 is less than twice a webhook delivery's 10 s")
+    assert settings_warnings(load_settings(SIGNED, lease_s=20, http_timeout_s=5)) == []
+
+
 def test_a_retention_shorter_than_segminds_is_warned_of():
     assert settings_warnings(load_settings(SIGNED, job_retention_s=3600)) == []
     [warning] = settings_warnings(load_settings(SIGNED, job_retention_s=1800))
