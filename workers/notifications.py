@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from kombu.exceptions import OperationalError
 
 from shared.errors import JobNotFound
 from shared.http_deadline import call_deadline
@@ -94,7 +93,10 @@ def _send_callback(
 ) -> bool:
     try:
         send_task(task_name, args=[payload], queue=CALLBACK_QUEUE)
-    except OperationalError as exc:
+    except Exception as exc:  # any broker refusal is one failed try, recorded
+        # Not only kombu's OperationalError: RabbitMQ refuses to declare the queue when the
+        # app made it another type (a quorum `celery` queue: PRECONDITION_FAILED), and that
+        # escaping the task left the notice to be published again every lease, unrecorded.
         _record(rt, payload, CALLBACK_TASK, attempt, ok=False, detail=f"broker: {exc}")
         return False
     _record(rt, payload, CALLBACK_TASK, attempt, ok=True, detail=task_name)
