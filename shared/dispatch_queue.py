@@ -288,7 +288,8 @@ class DispatchQueue:
             )  # fmt: skip
 
     def notice_later(self, job_id: str, delay_s: float) -> None:
-        """Some target failed: the dispatcher publishes the notice again in ``delay_s``."""
+        """A notice handed back by a draining worker: the dispatcher publishes it again in
+        ``delay_s`` (a delivery's own outcome is ``settle_notice``'s)."""
         with store_errors():
             seconds, micros = self.store.redis.time()  # the fleet's one clock, as in the scripts
             self.store.redis.zadd(redis_keys.NOTIFY, {job_id: seconds + micros / 1e6 + delay_s})

@@ -35,10 +35,10 @@ SCRIPT_CHUNK = 200
 never blocks other clients for more than a millisecond or so."""
 READ_CHUNK = 500
 EXPIRED_IN_QUEUE = "expired_in_queue"
-BATCH_CANCELLED = "batch_cancelled"
-"""``retry_job.lua``'s answer for a failed job of a cancelled batch, which does not run again."""
 """The failure kind a batch counts for a job whose record expired before a worker took it
 (``end_expired_queued`` in ``shared/lua/job.lua``)."""
+BATCH_CANCELLED = "batch_cancelled"
+"""``retry_job.lua``'s answer for a failed job of a cancelled batch, which does not run again."""
 EVENTS_DRAINED = 10_000
 """Most end events taken off a batch subscription before the batch is read again."""
 

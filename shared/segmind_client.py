@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.errors import AccountError, AnswerLost, JobRejected, RequestExpired, TransientError
+from shared.errors import AnswerLost, JobRejected, RequestExpired, TransientError
 from shared.http_deadline import call_deadline, deadline_client
 from shared.request_model import MODEL_SLUG
 from shared.settings import Settings
@@ -32,7 +32,6 @@ from shared.upstream_answers import (
     StatusAnswer,
     SubmitAccepted,
     is_request_id,
-    names_the_account,
     parse_result,
     parse_status,
     parse_submit,
@@ -155,13 +154,10 @@ class SegmindClient:
             raise JobRejected(f"request body is not JSON: {exc}") from exc
         path = "/v2/" + quote(self.model_slug, safe="")
         headers = {"Content-Type": "application/json"}
+        texts = [value for value in body.values() if isinstance(value, str)]
         try:
-            return parse_submit(self._call("submit", path, content=content, headers=headers))
-        except AccountError as exc:
-            texts = [value for value in body.values() if isinstance(value, str)]
-            if exc.http_status == 406 and not names_the_account(exc.detail, texts):
-                raise JobRejected(exc.detail, exc.http_status) from exc
-            raise
+            reply = self._call("submit", path, content=content, headers=headers)
+            return parse_submit(reply, request_texts=texts)
         except TransientError as exc:
             if _may_have_been_accepted(exc):
                 raise AnswerLost(exc.detail, exc.http_status) from exc.__cause__ or exc

@@ -125,9 +125,10 @@ class ResultAnswer(BaseModel):
     remaining_credits: float | None = None
 
 
-def parse_submit(reply: Reply) -> SubmitAccepted:
-    """The answer to ``POST /v2/{slug}``: the request id Segmind will know the job by."""
-    body = answer_body(reply, "submit")
+def parse_submit(reply: Reply, request_texts: Iterable[str] = ()) -> SubmitAccepted:
+    """The answer to ``POST /v2/{slug}``: the request id Segmind will know the job by.
+    ``request_texts``: the submitted body's strings, which a refusal may quote."""
+    body = answer_body(reply, "submit", request_texts)
     request_id = body.get("request_id")
     if isinstance(request_id, int) and not isinstance(request_id, bool):
         request_id = str(request_id)
@@ -168,7 +169,7 @@ def parse_result(reply: Reply) -> ResultAnswer:
     )
 
 
-def answer_body(reply: Reply, call: Call) -> dict[str, Any]:
+def answer_body(reply: Reply, call: Call, request_texts: Iterable[str] = ()) -> dict[str, Any]:
     """The JSON object of an answer that is one (steps 1-3 of the module docstring)."""
     body = json_object(reply.content)
     status = _status_of(body) if body is not None else None
@@ -181,10 +182,12 @@ def answer_body(reply: Reply, call: Call) -> dict[str, Any]:
     if 200 <= reply.http_status < 300:
         detail = f"answer is not a JSON object: {upstream_detail(reply, None)}"
         raise TransientError(detail, reply.http_status)
-    raise classify_failure(reply, call, body)
+    raise classify_failure(reply, call, body, request_texts)
 
 
-def classify_failure(reply: Reply, call: Call, body: dict[str, Any] | None) -> UpstreamError:
+def classify_failure(
+    reply: Reply, call: Call, body: dict[str, Any] | None, request_texts: Iterable[str] = ()
+) -> UpstreamError:
     """The error class for a non-2xx answer that is neither COMPLETED nor FAILED.
 
     A 3xx is ``TransientError``: redirects are never followed (the key must not travel), and a
@@ -199,14 +202,14 @@ def classify_failure(reply: Reply, call: Call, body: dict[str, Any] | None) -> U
         return TransientError(_redirect_detail(reply, detail), code)
     if not 400 <= code < 500 or code == 408:
         return TransientError(detail, code)
-    if code in (401, 402, 403) or (code == 406 and names_the_account(detail)):
+    if code in (401, 402, 403) or (code == 406 and _names_the_account(detail, request_texts)):
         return AccountError(detail, code)
     if code == 404 and call != "submit":
         return RequestExpired(detail, code)
     return JobRejected(detail, code)
 
 
-def names_the_account(detail: str, request_texts: Iterable[str] = ()) -> bool:
+def _names_the_account(detail: str, request_texts: Iterable[str] = ()) -> bool:
     """Whether a 406's message speaks of the account (credits, a spend limit), leaving out
     the request's own texts it may quote: a parameter refused with the prompt "a budget
     planner" in its message is that job's problem, not a reason to pause the fleet."""

@@ -74,8 +74,7 @@ if n > 0 then
   if not cancelled then
     ring_add(lane)
   elseif lane then
-    redis.call('EXPIRE', lane, RETENTION_S)
-    redis.call('SADD', K.notify_lanes, batch_id)
+    list_notify_lane(batch_id)
   end
   keep_reply(token, A[6], created)
 end

@@ -45,12 +45,7 @@ redis.call('HSET', key, 'claim', NOW)
 -- batch) mid-call: the request id Segmind is about to issue, and bill, would have nowhere to
 -- go. For the claim's time only (never past the retention): storing the request id keeps
 -- them for the retention.
-local claim_keep_s = math.ceil(math.min(claim_ttl, RETENTION_S))
-extend_ttl(key, claim_keep_s)
-if batch_id then
-  extend_ttl(K.batch .. batch_id, claim_keep_s)
-  extend_ttl(K.batch .. batch_id .. ':lines', claim_keep_s)
-end
+keep_for(job_id, batch_id, math.ceil(math.min(claim_ttl, RETENTION_S)))
 local defaults = ''
 if batch_id then defaults = redis.call('HGET', K.batch .. batch_id, 'defaults') or '' end
 return {'go', params, defaults, attempts or '0'}

@@ -16,10 +16,8 @@ redis.call('HSET', bk, 'cancelled_at', NOW)
 local lane = K.bulk_lane .. batch_id
 local n = redis.call('LLEN', lane)
 if n > 0 and batch_wants_notice(batch_id) then
-  local notify_lane = K.notify_lane .. batch_id
-  redis.call('RENAME', lane, notify_lane)
-  redis.call('EXPIRE', notify_lane, RETENTION_S)
-  redis.call('SADD', K.notify_lanes, batch_id)
+  redis.call('RENAME', lane, K.notify_lane .. batch_id)
+  list_notify_lane(batch_id)
 else
   redis.call('UNLINK', lane)
 end

@@ -12,12 +12,7 @@ local fields = {}
 for i = 4, #A do fields[#fields + 1] = A[i] end
 local key = K.job .. job_id
 local state, batch_id, priority = unpack(redis.call('HMGET', key, 'state', 'batch_id', 'priority'))
--- A record still 'queued' in a cancelled batch was in its bulk lane when the batch was
--- cancelled: it is counted cancelled already (see cancel_batch.lua), and reads so.
-if state == 'queued' and batch_id and
-    redis.call('HEXISTS', K.batch .. batch_id, 'cancelled_at') == 1 then
-  return {0}
-end
+if cancelled_with_batch(state, batch_id) then return {0} end  -- counted cancelled already
 local ended = finish_job(job_id, new_state, fields, kind)
 if ended == 1 and state == 'queued' then
   redis.call('LREM', lane_of(batch_id, priority), 1, job_id)

@@ -33,16 +33,20 @@ local function extend_ttl(key, ttl_s)
   if left == -1 or (left >= 0 and left < ttl_s) then redis.call('EXPIRE', key, ttl_s) end
 end
 
--- A job being followed (submitted upstream, polled, retried) is kept, with its batch, for the
--- retention past the moment it is next due: retention counts from a job's end, and a job
--- Segmind accepted is paid for, so its record must not run out while it runs there.
-local function keep_in_flight(job_id, batch_id, due_in_s)
-  local ttl_s = math.ceil(RETENTION_S + math.max(0, tonumber(due_in_s) or 0))
+-- Keeps a job's record and its batch (its hash and its lines bitmap) at least ttl_s more.
+local function keep_for(job_id, batch_id, ttl_s)
   extend_ttl(K.job .. job_id, ttl_s)
   if batch_id then
     extend_ttl(K.batch .. batch_id, ttl_s)
     extend_ttl(K.batch .. batch_id .. ':lines', ttl_s)
   end
+end
+
+-- A job being followed (submitted upstream, polled, retried) is kept, with its batch, for the
+-- retention past the moment it is next due: retention counts from a job's end, and a job
+-- Segmind accepted is paid for, so its record must not run out while it runs there.
+local function keep_in_flight(job_id, batch_id, due_in_s)
+  keep_for(job_id, batch_id, math.ceil(RETENTION_S + math.max(0, tonumber(due_in_s) or 0)))
 end
 
 -- Sets the batch's TTL (its hash and its lines bitmap) to the retention, once it has ended.
@@ -123,6 +127,21 @@ end
 local function batch_wants_notice(batch_id)
   local told = redis.call('HMGET', K.batch .. batch_id, 'callback_task', 'webhook_url')
   return (told[1] or told[2]) and true or false
+end
+
+-- Lists a cancelled batch's notify lane (its queued jobs, told of their end a few at a time
+-- by the dispatcher) for as long as the retention.
+local function list_notify_lane(batch_id)
+  redis.call('EXPIRE', K.notify_lane .. batch_id, RETENTION_S)
+  redis.call('SADD', K.notify_lanes, batch_id)
+end
+
+-- When a record still 'queued' ended with its cancelled batch (it was in its bulk lane at the
+-- cancel, counted cancelled then, and reads as cancelled: see cancel_batch.lua): the batch's
+-- cancelled_at; nil for any other record.
+local function cancelled_with_batch(state, batch_id)
+  if state ~= 'queued' or not batch_id then return nil end
+  return redis.call('HGET', K.batch .. batch_id, 'cancelled_at') or nil
 end
 
 -- Whether a callback task or webhook waits to hear that the job ended (its own, or its batch's).

@@ -1,4 +1,5 @@
 -- include: layout.lua
+-- include: job.lua
 -- Settles a job's notice once a notify task told its targets of one ending (or failed to):
 -- off the schedule, or back on it in again_in_s. A job that ended again since the task read
 -- it (retried, then ended: its ending script scheduled the notice, due now) keeps the notice
@@ -9,10 +10,7 @@
 local job_id, told, again = A[1], tonumber(A[2]), tonumber(A[3])
 local state, finished_at, batch_id =
   unpack(redis.call('HMGET', K.job .. job_id, 'state', 'finished_at', 'batch_id'))
-local ending = finished_at
-if state == 'queued' and batch_id then  -- a queued job of a cancelled batch ended with it
-  ending = redis.call('HGET', K.batch .. batch_id, 'cancelled_at')
-end
+local ending = cancelled_with_batch(state, batch_id) or finished_at
 if tonumber(ending or '') ~= told then return 0 end
 if again then
   redis.call('ZADD', K.notify, NOW + again, job_id)
